@@ -1,0 +1,48 @@
+#pragma once
+/// \file errors.hpp
+/// The exceptions the library throws. Each message names the broken rule and the offending value.
+
+#include <cstdio>
+#include <stdexcept>
+#include <string>
+
+namespace itscale {
+inline namespace v0 {
+
+/// An option is out of its domain (`top_p = 1.5`, `num_beams = 0`, ...). Thrown by `validate()`.
+class invalid_option : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+/// An argument other than an option is wrong: a token id outside the vocabulary, an empty prompt,
+/// a span of the wrong length.
+class invalid_input : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+/// A backend (a `LogitSource`) produced something unusable: NaN or +inf logits, a row of the wrong
+/// size, a token outside its vocabulary. Exceptions a backend throws itself pass through unchanged.
+class backend_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Decoding cannot continue: the processors masked every token of a row.
+class search_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+namespace detail {
+/// Formats a number for error messages ("%g": short, exact enough to recognise the input).
+inline std::string num(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.9g", v);
+  return buf;
+}
+}  // namespace detail
+
+}  // namespace v0
+}  // namespace itscale

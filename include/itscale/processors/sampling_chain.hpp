@@ -1,0 +1,109 @@
+#pragma once
+/// \file sampling_chain.hpp
+/// The processor chain built at run time from `sampling_options`, in Hugging Face's order:
+/// logits processors (logit_bias, repetition_penalty, presence/frequency, no_repeat_ngram,
+/// bad_words_ids, min_new_tokens, allowed_tokens), then — only when `do_sample` — the warpers
+/// (temperature, top_h, top_k, top_p, min_p, typical_p, epsilon_cutoff, eta_cutoff).
+/// Processors whose option is at its "off" value are not built, so they cost nothing.
+
+#include <optional>
+#include <span>
+
+#include "itscale/processors/epsilon_eta.hpp"
+#include "itscale/processors/min_p.hpp"
+#include "itscale/processors/no_repeat_ngram.hpp"
+#include "itscale/processors/penalties.hpp"
+#include "itscale/processors/processor.hpp"
+#include "itscale/processors/sampling_options.hpp"
+#include "itscale/processors/temperature.hpp"
+#include "itscale/processors/token_rules.hpp"
+#include "itscale/processors/top_h.hpp"
+#include "itscale/processors/top_k.hpp"
+#include "itscale/processors/top_p.hpp"
+#include "itscale/processors/typical.hpp"
+
+namespace itscale {
+inline namespace v0 {
+
+/// Models `LogitsProcessor`. Custom processors run between the two stages (as HF runs a user's
+/// `logits_processor` list before its warpers): see `apply_processors` / `apply_warpers`.
+class sampling_chain {
+ public:
+  /// Validates `o` (vocabulary-independent rules) and builds the active processors.
+  explicit sampling_chain(const sampling_options& o) {
+    o.validate();
+    if (!o.logit_bias.empty()) bias_.emplace(o.logit_bias);
+    if (o.repetition_penalty != 1.0f) repetition_.emplace(o.repetition_penalty);
+    if (o.presence_penalty != 0.0f || o.frequency_penalty != 0.0f)
+      presence_frequency_.emplace(o.presence_penalty, o.frequency_penalty);
+    if (o.no_repeat_ngram_size > 0) ngram_.emplace(o.no_repeat_ngram_size);
+    if (!o.bad_words_ids.empty()) bad_words_.emplace(o.bad_words_ids);
+    if (o.min_new_tokens > 0) min_new_.emplace(o.min_new_tokens, o.eos_token_id);
+    if (o.allowed_tokens) allowed_.emplace(o.allowed_tokens);
+    if (!o.do_sample) return;
+    const std::size_t keep = o.min_tokens_to_keep;
+    if (o.temperature != 1.0f) temperature_.emplace(o.temperature);
+    if (o.top_h > 0.0f) top_h_.emplace(o.top_h);
+    if (o.top_k > 0) top_k_.emplace(o.top_k, keep);
+    if (o.top_p < 1.0f) top_p_.emplace(o.top_p, keep);
+    if (o.min_p > 0.0f) min_p_.emplace(o.min_p, keep);
+    if (o.typical_p < 1.0f) typical_.emplace(o.typical_p, keep);
+    if (o.epsilon_cutoff > 0.0f) epsilon_.emplace(o.epsilon_cutoff, keep);
+    if (o.eta_cutoff > 0.0f) eta_.emplace(o.eta_cutoff, keep);
+  }
+
+  /// The logits processors (HF's `LogitsProcessor`s).
+  void apply_processors(std::span<float> row, const step_context& ctx) const {
+    run(bias_, row, ctx);
+    run(repetition_, row, ctx);
+    run(presence_frequency_, row, ctx);
+    run(ngram_, row, ctx);
+    run(bad_words_, row, ctx);
+    run(min_new_, row, ctx);
+    run(allowed_, row, ctx);
+  }
+
+  /// The warpers (HF's sampling-only `LogitsWarper`s); empty unless `do_sample`.
+  void apply_warpers(std::span<float> row, const step_context& ctx) const noexcept {
+    run(temperature_, row, ctx);
+    run(top_h_, row, ctx);
+    run(top_k_, row, ctx);
+    run(top_p_, row, ctx);
+    run(min_p_, row, ctx);
+    run(typical_, row, ctx);
+    run(epsilon_, row, ctx);
+    run(eta_, row, ctx);
+  }
+
+  void apply(std::span<float> row, const step_context& ctx) const {
+    apply_processors(row, ctx);
+    apply_warpers(row, ctx);
+  }
+
+ private:
+  template <class P>
+  static void run(const std::optional<P>& p, std::span<float> row, const step_context& ctx) {
+    if (p) p->apply(row, ctx);
+  }
+
+  std::optional<logit_bias> bias_;
+  std::optional<repetition_penalty> repetition_;
+  std::optional<presence_frequency_penalty> presence_frequency_;
+  std::optional<no_repeat_ngram> ngram_;
+  std::optional<bad_words> bad_words_;
+  std::optional<min_new_tokens_rule> min_new_;
+  std::optional<allowed_tokens> allowed_;
+  std::optional<temperature> temperature_;
+  std::optional<top_h_filter> top_h_;
+  std::optional<top_k_filter> top_k_;
+  std::optional<top_p_filter> top_p_;
+  std::optional<min_p_filter> min_p_;
+  std::optional<typical_filter> typical_;
+  std::optional<epsilon_filter> epsilon_;
+  std::optional<eta_filter> eta_;
+};
+
+static_assert(LogitsProcessor<sampling_chain>);
+
+}  // namespace v0
+}  // namespace itscale

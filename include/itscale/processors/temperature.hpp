@@ -1,0 +1,35 @@
+#pragma once
+/// \file temperature.hpp
+/// Temperature scaling: logits / t (HF `TemperatureLogitsWarper`; division, not multiplication by
+/// 1/t, so results match HF to the bit).
+
+#include <cmath>
+#include <span>
+#include <string>
+
+#include "itscale/core/errors.hpp"
+#include "itscale/processors/processor.hpp"
+
+namespace itscale {
+inline namespace v0 {
+
+class temperature {
+ public:
+  /// Throws `invalid_option` unless `t` is finite and > 0.
+  explicit temperature(float t) : t_(t) {
+    if (!(t > 0) || !std::isfinite(t))
+      throw invalid_option("itscale: temperature must be finite and > 0, got " + detail::num(t));
+  }
+
+  void apply(std::span<float> row, const step_context&) const noexcept {
+    for (float& x : row) x /= t_;
+  }
+
+  [[nodiscard]] float value() const noexcept { return t_; }
+
+ private:
+  float t_;
+};
+
+}  // namespace v0
+}  // namespace itscale

@@ -1,0 +1,27 @@
+#pragma once
+/// \file search.hpp
+/// The whole library: `#include <itscale/search.hpp>`.
+
+#include "itscale/version.hpp"
+
+#include "itscale/core/errors.hpp"
+#include "itscale/core/logit_source.hpp"
+#include "itscale/core/logit_source_archetype.hpp"
+#include "itscale/core/rng.hpp"
+#include "itscale/core/types.hpp"
+
+#include "itscale/kernels/reduce.hpp"
+#include "itscale/kernels/sample.hpp"
+#include "itscale/kernels/softmax.hpp"
+#include "itscale/kernels/top_k.hpp"
+
+#include "itscale/sources/function_source.hpp"
+#include "itscale/sources/hash_lm.hpp"
+
+#include "itscale/processors/chain.hpp"
+#include "itscale/processors/processor.hpp"
+#include "itscale/processors/sampling_chain.hpp"
+#include "itscale/processors/sampling_options.hpp"
+
+#include "itscale/decode/generate.hpp"
+#include "itscale/decode/generation.hpp"

@@ -196,7 +196,7 @@ TEST_CASE("streaming callback sees every token in order; a throwing callback lea
   });
   for (std::size_t j = 0; j < 3; ++j) CHECK(streamed[j] == out[j].tokens);
   int calls = 0;
-  CHECK_THROWS_WITH(itscale::generate(lm, std::span<const token_id>(prompt), o,
+  CHECK_THROWS_WITH((void)itscale::generate(lm, std::span<const token_id>(prompt), o,
                                       [&](const itscale::token_event&) {
                                         if (++calls == 7) throw std::runtime_error("consumer gave up");
                                       }),
@@ -210,7 +210,7 @@ TEST_CASE("a backend that throws mid-search: the exception propagates and every 
     src.throw_on_call = fail_at;
     const std::vector<tokens> prompts{{1}, {2, 3}};
     itscale::sampling_options o{.max_new_tokens = 10, .do_sample = true, .num_return_sequences = 3};
-    CHECK_THROWS_WITH(itscale::generate(src, prompts, o), "instrumented_source: injected backend failure");
+    CHECK_THROWS_WITH((void)itscale::generate(src, prompts, o), "instrumented_source: injected backend failure");
     CHECK(src.live == 0);
   }
 }

@@ -25,3 +25,8 @@
 
 #include "itscale/decode/generate.hpp"
 #include "itscale/decode/generation.hpp"
+
+#include "itscale/search/beam_hypotheses.hpp"
+#include "itscale/search/beam_options.hpp"
+#include "itscale/search/beam_search.hpp"
+#include "itscale/search/beam_select.hpp"

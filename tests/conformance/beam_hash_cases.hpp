@@ -1,9 +1,11 @@
 #pragma once
 // hf_beam_hash.json and hf_beam_hash_large.json: HF `generate(do_sample=False)` on the hash LM.
-// num_beams = 1 is greedy decoding and runs through `itscale::generate`; beam search cases are
-// reported as failed with the reason until the beam search lands.
+// num_beams = 1 is greedy decoding (as in HF) and runs through `itscale::generate`; num_beams > 1
+// runs `itscale::beam_search` on all prompts of a case at once and compares every returned
+// hypothesis: tokens exactly (HF's padding stripped), scores to 1e-4.
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -29,14 +31,86 @@ inline std::string join(const std::vector<itscale::token_id>& v) {
   return s + "]";
 }
 
+/// `beam_options` from an HF generation config; throws on an option it does not know.
+inline itscale::beam_options beam_options_from_hf(const nlohmann::json& cfg) {
+  itscale::beam_options o;
+  for (auto it = cfg.begin(); it != cfg.end(); ++it) {
+    const std::string& k = it.key();
+    const auto& v = it.value();
+    if (k == "V" || k == "seed" || k == "prompt" || k == "prompts") continue;
+    if (k == "num_beams") o.num_beams = v.get<std::size_t>();
+    else if (k == "length_penalty") o.length_penalty = v.get<double>();
+    else if (k == "early_stopping") {
+      if (v.is_boolean())
+        o.early_stopping = v.get<bool>() ? itscale::early_stopping_mode::when_full : itscale::early_stopping_mode::heuristic;
+      else if (v == "never") o.early_stopping = itscale::early_stopping_mode::never;
+      else throw std::runtime_error("unsupported early_stopping " + v.dump());
+    }
+    else if (k == "num_return_sequences") o.num_return_sequences = v.get<std::size_t>();
+    else if (k == "max_new_tokens") o.max_new_tokens = v.get<std::size_t>();
+    else if (k == "min_new_tokens") o.min_new_tokens = v.get<std::size_t>();
+    else if (k == "eos_token_id") o.eos_token_id = v.get<std::vector<itscale::token_id>>();
+    else if (k == "no_repeat_ngram_size") o.no_repeat_ngram_size = v.get<std::size_t>();
+    else if (k == "repetition_penalty") o.repetition_penalty = v.get<float>();
+    else throw std::runtime_error("unsupported generation option '" + k + "'");
+  }
+  if (o.max_new_tokens < o.min_new_tokens) o.max_new_tokens = o.min_new_tokens;
+  return o;
+}
+
+inline std::vector<std::vector<itscale::token_id>> prompts_of(const nlohmann::json& cfg) {
+  std::vector<std::vector<itscale::token_id>> prompts;
+  if (cfg.contains("prompts")) prompts = cfg.at("prompts").get<std::vector<std::vector<itscale::token_id>>>();
+  else prompts.push_back(cfg.at("prompt").get<std::vector<itscale::token_id>>());
+  return prompts;
+}
+
+/// Beam search over all prompts at once; every prompt's hypotheses must equal HF's.
+inline void run_hash_beam_search(const nlohmann::json& cfg, const std::vector<nlohmann::json>& expected,
+                                 const std::string& id, report& rep) {
+  const auto vocab = cfg.at("V").get<std::size_t>();
+  itscale::hash_lm lm(vocab, cfg.at("seed").get<std::uint64_t>());
+  const auto opts = beam_options_from_hf(cfg);
+  const auto prompts = prompts_of(cfg);
+  if (prompts.size() != expected.size()) throw std::runtime_error("prompts and results differ in number");
+  const auto got = itscale::beam_search(lm, prompts, opts);
+  for (std::size_t p = 0; p < prompts.size(); ++p) {
+    const auto& seqs = expected[p].at("sequences");
+    const auto& scores = expected[p].at("sequences_scores");
+    const std::string where = "prompt " + std::to_string(p) + ", hypothesis ";
+    if (seqs.size() != scores.size()) throw std::runtime_error("sequences and sequences_scores differ in number");
+    if (got[p].hypotheses.size() != seqs.size()) {
+      rep.fail(id, "prompt " + std::to_string(p) + ": expected " + std::to_string(seqs.size()) + " hypotheses, got " +
+                       std::to_string(got[p].hypotheses.size()));
+      return;
+    }
+    for (std::size_t j = 0; j < seqs.size(); ++j) {
+      const auto& h = got[p].hypotheses[j];
+      const auto want = strip_padding(seqs[j].get<std::vector<itscale::token_id>>(), opts.eos_token_id);
+      if (h.tokens != want) {
+        rep.fail(id, where + std::to_string(j) + ": expected " + join(want) + ", got " + join(h.tokens));
+        return;
+      }
+      const double w = scores[j].get<double>();
+      if (!(std::abs(double{h.score} - w) <= 1e-4)) {
+        rep.fail(id, where + std::to_string(j) + ": expected score " + std::to_string(w) + ", got " +
+                         std::to_string(h.score));
+        return;
+      }
+    }
+  }
+  if (lm.live_handles() != 0) {
+    rep.fail(id, std::to_string(lm.live_handles()) + " handles leaked");
+    return;
+  }
+  rep.pass();
+}
+
 /// Runs one configuration over its prompts; `expected[i]` is {sequences, sequences_scores} of prompt i.
 inline void run_hash_generation(const nlohmann::json& cfg, const std::vector<nlohmann::json>& expected,
                                 const std::string& id, report& rep) {
   const auto beams = cfg.at("num_beams").get<std::size_t>();
-  if (beams != 1) {
-    rep.fail(id, "beam search (num_beams = " + std::to_string(beams) + ") is not implemented yet (issue #4)");
-    return;
-  }
+  if (beams != 1) return run_hash_beam_search(cfg, expected, id, rep);
   const auto vocab = cfg.at("V").get<std::size_t>();
   itscale::hash_lm lm(vocab, cfg.at("seed").get<std::uint64_t>());
   // Greedy ignores length_penalty and early_stopping, as in HF.
@@ -44,9 +118,7 @@ inline void run_hash_generation(const nlohmann::json& cfg, const std::vector<nlo
                                     "num_return_sequences"});
   opts.do_sample = false;
   opts.num_return_sequences = cfg.value("num_return_sequences", std::size_t{1});
-  std::vector<std::vector<itscale::token_id>> prompts;
-  if (cfg.contains("prompts")) prompts = cfg.at("prompts").get<std::vector<std::vector<itscale::token_id>>>();
-  else prompts.push_back(cfg.at("prompt").get<std::vector<itscale::token_id>>());
+  const auto prompts = prompts_of(cfg);
   if (prompts.size() != expected.size()) throw std::runtime_error("prompts and results differ in number");
   const auto got = itscale::generate(lm, prompts, opts);
   for (std::size_t p = 0; p < prompts.size(); ++p) {

@@ -1,0 +1,98 @@
+#pragma once
+/// \file beam_options.hpp
+/// What configures beam search, with Hugging Face's option names. Designated initialisers, one
+/// `validate()`:
+///
+///     itscale::beam_options o{.num_beams = 8, .length_penalty = 1.0,
+///                             .early_stopping = itscale::early_stopping_mode::when_full,
+///                             .num_return_sequences = 4, .max_new_tokens = 64, .eos_token_id = {2}};
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "itscale/core/errors.hpp"
+#include "itscale/core/types.hpp"
+
+namespace itscale {
+inline namespace v0 {
+
+/// When a prompt's search ends before `max_new_tokens` (HF's `early_stopping`).
+enum class early_stopping_mode : std::uint8_t {
+  /// HF `early_stopping=False` (HF's default): stop once the best running beam, scored at its
+  /// current length, cannot beat the worst of `num_beams` finished hypotheses.
+  heuristic,
+  /// HF `early_stopping=True`: stop as soon as `num_beams` hypotheses are finished.
+  when_full,
+  /// HF `early_stopping="never"`: as `heuristic`, but with a positive `length_penalty` the best
+  /// running beam is scored at `max_new_tokens` (the canonical, exact stopping rule).
+  never,
+};
+
+struct beam_options {
+  std::size_t num_beams = 4;                 ///< K >= 1: running beams per prompt
+  double length_penalty = 1.0;               ///< score = logprob_sum / generated_length^length_penalty (EOS counted)
+  early_stopping_mode early_stopping = early_stopping_mode::heuristic;
+  std::size_t num_return_sequences = 1;      ///< hypotheses returned per prompt; in [1, num_beams]
+  std::size_t max_new_tokens = 20;           ///< >= 1
+  std::size_t min_new_tokens = 0;            ///< EOS masked until this many; <= max_new_tokens; needs an EOS id
+  std::vector<token_id> eos_token_id = {};   ///< any of them finishes a hypothesis (kept in it)
+  std::size_t no_repeat_ngram_size = 0;      ///< 0 = off
+  float repetition_penalty = 1.0f;           ///< > 0; 1 = off; applied to log-probs, as HF does in beam search
+  /// Kasai et al. 2022: keep round(num_beams * patience) finished hypotheses instead of num_beams,
+  /// so the stopping rules above wait for that many. 1 = HF's behaviour; > 1 searches longer and
+  /// never returns a worse best hypothesis.
+  double patience = 1.0;
+  bool record_trace = false;                 ///< keep every step's candidates in the result (research use)
+
+  /// How many finished hypotheses a prompt keeps: round(num_beams * patience), at least 1.
+  [[nodiscard]] std::size_t finished_capacity() const noexcept {
+    const double f = std::round(static_cast<double>(num_beams) * patience);
+    return f < 1 ? 1 : static_cast<std::size_t>(f);
+  }
+
+  /// Checks every rule that does not depend on the vocabulary; throws `invalid_option` naming the
+  /// option and the rule.
+  void validate() const {
+    auto fail = [](const std::string& what) { throw invalid_option("itscale: beam_options." + what); };
+    if (num_beams == 0) fail("num_beams must be >= 1, got 0");
+    if (!std::isfinite(length_penalty)) fail("length_penalty must be finite, got " + detail::num(length_penalty));
+    if (early_stopping != early_stopping_mode::heuristic && early_stopping != early_stopping_mode::when_full &&
+        early_stopping != early_stopping_mode::never)
+      fail("early_stopping is not one of heuristic, when_full, never");
+    if (num_return_sequences == 0) fail("num_return_sequences must be >= 1, got 0");
+    if (num_return_sequences > num_beams)
+      fail("num_return_sequences (" + std::to_string(num_return_sequences) + ") must be <= num_beams (" +
+           std::to_string(num_beams) + ")");
+    if (max_new_tokens == 0)
+      fail("max_new_tokens must be >= 1, got 0" +
+           std::string(min_new_tokens > 0 ? " (min_new_tokens = " + std::to_string(min_new_tokens) + ")" : ""));
+    if (min_new_tokens > max_new_tokens)
+      fail("min_new_tokens (" + std::to_string(min_new_tokens) + ") must be <= max_new_tokens (" +
+           std::to_string(max_new_tokens) + ")");
+    if (min_new_tokens > 0 && eos_token_id.empty()) fail("min_new_tokens > 0 needs at least one eos_token_id");
+    for (token_id e : eos_token_id)
+      if (e < 0) fail("eos_token_id must be >= 0, got " + std::to_string(e));
+    if (!(repetition_penalty > 0) || !std::isfinite(repetition_penalty))
+      fail("repetition_penalty must be finite and > 0, got " + detail::num(repetition_penalty));
+    if (!(patience > 0) || !std::isfinite(patience))
+      fail("patience must be finite and > 0, got " + detail::num(patience));
+    if (num_return_sequences > finished_capacity())
+      fail("num_return_sequences (" + std::to_string(num_return_sequences) +
+           ") must be <= round(num_beams * patience) (" + std::to_string(finished_capacity()) + ")");
+  }
+
+  /// `validate()` plus: every EOS id is inside the vocabulary.
+  void validate(std::size_t vocab) const {
+    validate();
+    for (token_id e : eos_token_id)
+      if (static_cast<std::size_t>(e) >= vocab)
+        throw invalid_option("itscale: beam_options.eos_token_id " + std::to_string(e) +
+                             " is outside the vocabulary (vocab size " + std::to_string(vocab) + ")");
+  }
+};
+
+}  // namespace v0
+}  // namespace itscale

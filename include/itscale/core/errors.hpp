@@ -29,6 +29,14 @@ class backend_error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// A file (a model checkpoint, a tokenizer) is not in the format its loader expects: missing,
+/// truncated, of the wrong size, or with values outside their domain. The message names the file
+/// and the problem.
+class format_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 /// Decoding cannot continue: the processors masked every token of a row.
 class search_error : public std::runtime_error {
  public:

@@ -18,6 +18,11 @@
 #include "itscale/sources/function_source.hpp"
 #include "itscale/sources/hash_lm.hpp"
 
+#include "itscale/models/llama2c_checkpoint.hpp"
+#include "itscale/models/llama2c_model.hpp"
+#include "itscale/models/llama2c_tokenizer.hpp"
+#include "itscale/models/paged_kv_cache.hpp"
+
 #include "itscale/processors/chain.hpp"
 #include "itscale/processors/processor.hpp"
 #include "itscale/processors/sampling_chain.hpp"

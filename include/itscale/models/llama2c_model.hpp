@@ -1,0 +1,287 @@
+#pragma once
+/// \file llama2c_model.hpp
+/// The llama2.c transformer on Eigen as a `LogitSource`: RMSNorm (eps 1e-5), RoPE on interleaved
+/// pairs (2i, 2i+1) with theta 10000, grouped-query attention (query head h reads kv head
+/// h / (n_heads / n_kv_heads)), SwiGLU MLP, tied or separate classifier.
+///
+/// Batched: `prefill` evaluates the whole prompt in one pass, and `extend` evaluates its n new
+/// tokens together. The n (or prompt-length) hidden states are the rows of one matrix, so every
+/// weight is one matrix product across the batch; only attention runs per row, over that row's
+/// own sequence in the paged KV cache (see paged_kv_cache.hpp: forks share blocks, copy-on-write).
+///
+/// Rows are not bit-identical across batch compositions: the matrix kernels Eigen picks depend on
+/// the batch size and round differently (differences of order 1e-6 on the shipped checkpoints).
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "itscale/core/errors.hpp"
+#include "itscale/core/logit_source.hpp"
+#include "itscale/core/types.hpp"
+#include "itscale/models/llama2c_checkpoint.hpp"
+#include "itscale/models/paged_kv_cache.hpp"
+#include "itscale/sources/validate_tokens.hpp"
+
+namespace itscale {
+inline namespace v0 {
+
+/// Options of `llama2c_model`.
+struct llama2c_model_options {
+  /// Positions per KV-cache block: the unit of sharing and of copy-on-write.
+  std::size_t kv_block_tokens = 16;
+
+  /// Throws `invalid_option` unless `kv_block_tokens` is in [1, 4096].
+  void validate() const {
+    if (kv_block_tokens == 0 || kv_block_tokens > 4096)
+      throw invalid_option("itscale: llama2c_model_options.kv_block_tokens = " + std::to_string(kv_block_tokens) +
+                           " must be in [1, 4096]");
+  }
+};
+
+/// A llama2.c checkpoint as a `LogitSource`. Handles are KV-cache sequence ids. Several models may
+/// share one set of weights (each has its own cache). Not thread-safe.
+class llama2c_model {
+ public:
+  using handle = std::uint32_t;
+
+  /// Precondition checked: `weights` is not null; options valid (`invalid_option`).
+  explicit llama2c_model(std::shared_ptr<const llama2c_weights> weights, const llama2c_model_options& opts = {})
+      : w_(check_weights(std::move(weights))),
+        cache_((opts.validate(), w_->config.n_layers), w_->config.kv_dim(), opts.kv_block_tokens, w_->config.seq_len) {
+    build_rope();
+  }
+
+  /// Loads a checkpoint file (`format_error` on a bad file, see llama2c_checkpoint.hpp).
+  [[nodiscard]] static llama2c_model load(const std::filesystem::path& checkpoint,
+                                          const llama2c_model_options& opts = {}) {
+    return llama2c_model(std::make_shared<const llama2c_weights>(load_llama2c_checkpoint(checkpoint)), opts);
+  }
+
+  [[nodiscard]] std::size_t vocab_size() const noexcept { return w_->config.vocab_size; }
+  [[nodiscard]] const llama2c_config& config() const noexcept { return w_->config; }
+  [[nodiscard]] const std::shared_ptr<const llama2c_weights>& weights() const noexcept { return w_; }
+
+  /// The RoPE tables this model uses ([seq_len][head_size/2], computed in double then rounded).
+  [[nodiscard]] const row_matrix& rope_cos() const noexcept { return cos_; }
+  [[nodiscard]] const row_matrix& rope_sin() const noexcept { return sin_; }
+
+  /// A new sequence holding `prompt` (non-empty, ids in the vocabulary, at most seq_len tokens;
+  /// else `invalid_input`); `logits()` then shows its next-token row.
+  handle prefill(std::span<const token_id> prompt) {
+    if (prompt.empty()) throw invalid_input("itscale: prefill needs a non-empty prompt");
+    detail::check_tokens(prompt, vocab_size(), "prompt");
+    rows_ = 0;
+    const handle s = cache_.create();
+    try {
+      cache_.grow(s, prompt.size());
+      batch_.clear();
+      for (std::size_t i = 0; i < prompt.size(); ++i) batch_.push_back({s, i, prompt[i]});
+      forward(/*all_rows=*/false);
+    } catch (...) {
+      cache_.release(s);
+      throw;
+    }
+    rows_ = 1;
+    return s;
+  }
+
+  /// Child i = parents[i] + tokens[i], all evaluated in one batch (see the file comment).
+  /// `invalid_input` for mismatched spans, a token outside the vocabulary, a dead parent, or a
+  /// child longer than seq_len. All-or-nothing: on any exception no child exists.
+  void extend(std::span<const handle> parents, std::span<const token_id> tokens, std::span<handle> children) {
+    detail::check_extend_shape(parents.size(), tokens.size(), children.size());
+    detail::check_tokens(tokens, vocab_size(), "tokens");
+    for (std::size_t i = 0; i < parents.size(); ++i) {
+      if (!cache_.is_live(parents[i]))
+        throw invalid_input("itscale: extend: parents[" + std::to_string(i) + "] = " + std::to_string(parents[i]) +
+                            " is not a live handle");
+      if (cache_.length(parents[i]) >= cache_.max_tokens())
+        throw invalid_input("itscale: extend: parents[" + std::to_string(i) + "] already holds seq_len = " +
+                            std::to_string(cache_.max_tokens()) + " tokens, the model's context");
+    }
+    rows_ = 0;
+    const std::size_t n = parents.size();
+    std::vector<handle> made;
+    made.reserve(n);
+    try {
+      batch_.clear();
+      for (std::size_t i = 0; i < n; ++i) {
+        made.push_back(cache_.fork(parents[i]));
+        const std::size_t pos = cache_.grow(made.back(), 1);
+        batch_.push_back({made.back(), pos, tokens[i]});
+      }
+      forward(/*all_rows=*/true);
+    } catch (...) {
+      for (handle h : made) cache_.release(h);
+      throw;
+    }
+    std::copy(made.begin(), made.end(), children.begin());
+    rows_ = n;
+  }
+
+  [[nodiscard]] logits_view logits() noexcept { return {logits_.data(), rows_, vocab_size()}; }
+
+  void release(handle h) noexcept { cache_.release(h); }
+
+  /// Number of live handles.
+  [[nodiscard]] std::size_t live_handles() const noexcept { return cache_.stats().live_sequences; }
+  /// Tokens held by a live handle (`invalid_input` for a dead one).
+  [[nodiscard]] std::size_t length(handle h) const { return cache_.length(h); }
+  /// KV-cache memory accounting.
+  [[nodiscard]] kv_cache_stats memory() const noexcept { return cache_.stats(); }
+  [[nodiscard]] const paged_kv_cache& cache() const noexcept { return cache_; }
+  /// Returns pooled KV blocks to the allocator.
+  void trim() noexcept { cache_.trim(); }
+
+ private:
+  struct row_ref {
+    handle seq;
+    std::size_t pos;
+    token_id token;
+  };
+
+  static std::shared_ptr<const llama2c_weights> check_weights(std::shared_ptr<const llama2c_weights> w) {
+    if (!w) throw invalid_input("itscale: llama2c_model needs weights (got a null pointer)");
+    return w;
+  }
+
+  void build_rope() {
+    const llama2c_config& c = w_->config;
+    const std::size_t half = c.head_size() / 2;
+    cos_.resize(static_cast<Eigen::Index>(c.seq_len), static_cast<Eigen::Index>(half));
+    sin_.resize(static_cast<Eigen::Index>(c.seq_len), static_cast<Eigen::Index>(half));
+    for (std::size_t j = 0; j < half; ++j) {
+      // Double, then one rounding: closest to the float64 reference. The checkpoints' own
+      // freq_cis tables (float32 angles) agree to ~2e-6 on the shipped files (tested).
+      const double freq = std::pow(10000.0, -static_cast<double>(2 * j) / static_cast<double>(c.head_size()));
+      for (std::size_t p = 0; p < c.seq_len; ++p) {
+        const double a = static_cast<double>(p) * freq;
+        cos_(static_cast<Eigen::Index>(p), static_cast<Eigen::Index>(j)) = static_cast<float>(std::cos(a));
+        sin_(static_cast<Eigen::Index>(p), static_cast<Eigen::Index>(j)) = static_cast<float>(std::sin(a));
+      }
+    }
+  }
+
+  static void rms_norm(const row_matrix& x, const Eigen::VectorXf& weight, row_matrix& out) {
+    out.resize(x.rows(), x.cols());
+    const float inv_n = 1.0f / static_cast<float>(x.cols());
+    for (Eigen::Index r = 0; r < x.rows(); ++r) {
+      const float ss = x.row(r).squaredNorm() * inv_n + 1e-5f;
+      out.row(r) = x.row(r).cwiseProduct(weight.transpose()) * (1.0f / std::sqrt(ss));
+    }
+  }
+
+  /// Rotates pairs (2i, 2i+1) of every head of every row by its position's angle.
+  void rope(row_matrix& m, std::size_t heads) const {
+    const auto hs = static_cast<Eigen::Index>(w_->config.head_size());
+    for (std::size_t r = 0; r < batch_.size(); ++r) {
+      const auto p = static_cast<Eigen::Index>(batch_[r].pos);
+      float* row = m.row(static_cast<Eigen::Index>(r)).data();
+      for (Eigen::Index h = 0; h < static_cast<Eigen::Index>(heads); ++h)
+        for (Eigen::Index j = 0; j < hs / 2; ++j) {
+          const float c = cos_(p, j), s = sin_(p, j);
+          float* v = row + h * hs + 2 * j;
+          const float v0 = v[0], v1 = v[1];
+          v[0] = v0 * c - v1 * s;
+          v[1] = v0 * s + v1 * c;
+        }
+    }
+  }
+
+  /// Attention of every batch row over its own sequence in `layer`, into att_.
+  void attend(std::size_t layer) {
+    const llama2c_config& c = w_->config;
+    const std::size_t hs = c.head_size(), kv_dim = c.kv_dim(), B = cache_.block_tokens();
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+    using map_rows = Eigen::Map<const row_matrix, 0, Eigen::OuterStride<>>;
+    att_.setZero(static_cast<Eigen::Index>(batch_.size()), static_cast<Eigen::Index>(c.dim));
+    for (std::size_t r = 0; r < batch_.size(); ++r) {
+      const std::size_t n = batch_[r].pos + 1;  // causal: positions 0..pos
+      const auto& table = cache_.blocks(batch_[r].seq);
+      scores_.resize(static_cast<Eigen::Index>(n));
+      for (std::size_t h = 0; h < c.n_heads; ++h) {
+        const std::size_t g = h / c.kv_group();
+        const auto q = q_.row(static_cast<Eigen::Index>(r)).segment(static_cast<Eigen::Index>(h * hs),
+                                                                     static_cast<Eigen::Index>(hs));
+        for (std::size_t t0 = 0; t0 < n; t0 += B) {
+          const std::size_t cnt = std::min(B, n - t0);
+          const map_rows k(cache_.keys(table[t0 / B], layer) + g * hs, static_cast<Eigen::Index>(cnt),
+                           static_cast<Eigen::Index>(hs), Eigen::OuterStride<>(static_cast<Eigen::Index>(kv_dim)));
+          scores_.segment(static_cast<Eigen::Index>(t0), static_cast<Eigen::Index>(cnt)).noalias() =
+              (k * q.transpose()) * scale;
+        }
+        const float mx = scores_.maxCoeff();
+        scores_ = (scores_.array() - mx).exp();
+        scores_ /= scores_.sum();
+        auto out = att_.row(static_cast<Eigen::Index>(r)).segment(static_cast<Eigen::Index>(h * hs),
+                                                                  static_cast<Eigen::Index>(hs));
+        for (std::size_t t0 = 0; t0 < n; t0 += B) {
+          const std::size_t cnt = std::min(B, n - t0);
+          const map_rows v(cache_.values(table[t0 / B], layer) + g * hs, static_cast<Eigen::Index>(cnt),
+                           static_cast<Eigen::Index>(hs), Eigen::OuterStride<>(static_cast<Eigen::Index>(kv_dim)));
+          out.noalias() += scores_.segment(static_cast<Eigen::Index>(t0), static_cast<Eigen::Index>(cnt)).transpose() * v;
+        }
+      }
+    }
+  }
+
+  /// Runs batch_ through the network; writes the logits of every row (`all_rows`) or of the last.
+  void forward(bool all_rows) {
+    const llama2c_config& c = w_->config;
+    const auto n = static_cast<Eigen::Index>(batch_.size());
+    x_.resize(n, static_cast<Eigen::Index>(c.dim));
+    for (Eigen::Index r = 0; r < n; ++r) x_.row(r) = w_->token_embedding.row(batch_[static_cast<std::size_t>(r)].token);
+    for (std::size_t l = 0; l < c.n_layers; ++l) {
+      const llama2c_layer& lw = w_->layers[l];
+      rms_norm(x_, lw.rms_att, xn_);
+      q_.noalias() = xn_ * lw.wq.transpose();
+      k_.noalias() = xn_ * lw.wk.transpose();
+      v_.noalias() = xn_ * lw.wv.transpose();
+      rope(q_, c.n_heads);
+      rope(k_, c.n_kv_heads);
+      // Every row's key/value goes in before any attention, so prompt rows see each other.
+      const std::size_t kv = c.kv_dim();
+      for (Eigen::Index r = 0; r < n; ++r) {
+        const row_ref& b = batch_[static_cast<std::size_t>(r)];
+        std::copy_n(k_.row(r).data(), kv, cache_.key(b.seq, l, b.pos));
+        std::copy_n(v_.row(r).data(), kv, cache_.value(b.seq, l, b.pos));
+      }
+      attend(l);
+      x_.noalias() += att_ * lw.wo.transpose();
+      rms_norm(x_, lw.rms_ffn, xn_);
+      h1_.noalias() = xn_ * lw.w1.transpose();
+      h3_.noalias() = xn_ * lw.w3.transpose();
+      h1_.array() = h1_.array() / (1.0f + (-h1_.array()).exp()) * h3_.array();  // SwiGLU: silu(w1 x) * w3 x
+      x_.noalias() += h1_ * lw.w2.transpose();
+    }
+    const Eigen::Index first = all_rows ? 0 : n - 1, m = n - first;
+    rms_norm(x_.bottomRows(m).eval(), w_->rms_final, xn_);
+    logits_.resize(static_cast<std::size_t>(m) * c.vocab_size);
+    Eigen::Map<row_matrix> out(logits_.data(), m, static_cast<Eigen::Index>(c.vocab_size));
+    out.noalias() = xn_ * w_->classifier().transpose();
+  }
+
+  std::shared_ptr<const llama2c_weights> w_;
+  paged_kv_cache cache_;
+  row_matrix cos_, sin_;
+  std::vector<row_ref> batch_;
+  row_matrix x_, xn_, q_, k_, v_, att_, h1_, h3_;
+  Eigen::VectorXf scores_;
+  std::vector<float> logits_;
+  std::size_t rows_ = 0;
+};
+
+static_assert(LogitSource<llama2c_model>);
+
+}  // namespace v0
+}  // namespace itscale

@@ -1,0 +1,252 @@
+#pragma once
+/// \file paged_kv_cache.hpp
+/// A paged key/value cache with reference-counted, copy-on-write blocks, for transformer sources.
+///
+/// A block holds `block_tokens` consecutive positions of one or more sequences, for every layer
+/// (keys and values of `kv_dim` floats each). A sequence is a table of block ids plus a length.
+/// `fork` copies the table and bumps reference counts: no key or value is copied, so a shared
+/// prefix is stored once. When a sequence grows into a partially filled block that others share,
+/// it writes in place if nobody has written past its own prefix there yet (the usual "extend, then
+/// release the parent" step of a decoder costs no copy), else it copies that one block first. Each
+/// block remembers how many of its positions have been written (`filled`) to decide this; the
+/// positions a sequence reads (`< length`) are never written again by anyone.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "itscale/core/errors.hpp"
+
+namespace itscale {
+inline namespace v0 {
+
+/// Memory accounting of a `paged_kv_cache`.
+struct kv_cache_stats {
+  std::size_t live_sequences = 0;
+  std::size_t live_tokens = 0;       ///< sum of the lengths of live sequences (shared tokens counted per sequence)
+  std::size_t blocks_in_use = 0;     ///< blocks referenced by at least one live sequence
+  std::size_t bytes_in_use = 0;      ///< blocks_in_use * block_bytes
+  std::size_t blocks_pooled = 0;     ///< free blocks kept for reuse (their memory is still held)
+  std::size_t bytes_allocated = 0;   ///< memory held for blocks, in use or pooled
+  std::size_t block_bytes = 0;
+};
+
+/// See the file comment. Not thread-safe.
+class paged_kv_cache {
+ public:
+  using seq_id = std::uint32_t;
+
+  /// Preconditions checked (`invalid_input`): every argument positive.
+  paged_kv_cache(std::size_t n_layers, std::size_t kv_dim, std::size_t block_tokens, std::size_t max_tokens)
+      : layers_(n_layers), kv_dim_(kv_dim), block_tokens_(block_tokens), max_tokens_(max_tokens) {
+    if (n_layers == 0 || kv_dim == 0 || block_tokens == 0 || max_tokens == 0)
+      throw invalid_input("itscale: paged_kv_cache needs positive n_layers, kv_dim, block_tokens and max_tokens");
+    block_floats_ = layers_ * 2 * block_tokens_ * kv_dim_;
+  }
+
+  [[nodiscard]] std::size_t block_tokens() const noexcept { return block_tokens_; }
+  [[nodiscard]] std::size_t kv_dim() const noexcept { return kv_dim_; }
+  [[nodiscard]] std::size_t max_tokens() const noexcept { return max_tokens_; }
+
+  /// A new empty sequence.
+  seq_id create() { return new_sequence({}); }
+
+  /// A new sequence equal to `parent` (which stays valid), sharing all its blocks: no key or value
+  /// is copied. Throws `invalid_input` for a dead parent.
+  seq_id fork(seq_id parent) {
+    const sequence& p = at(parent);
+    std::vector<std::uint32_t> table;
+    table.reserve(p.blocks.size() + 1);  // room for the block a child usually adds next
+    table.assign(p.blocks.begin(), p.blocks.end());
+    const seq_id s = new_sequence(std::move(table));
+    sequence& c = seqs_[s];
+    c.length = at(parent).length;  // re-read: new_sequence may have moved seqs_
+    for (std::uint32_t b : c.blocks) ++blocks_[b].refs;
+    live_tokens_ += c.length;
+    return s;
+  }
+
+  /// Appends `n` positions to `s` (their keys and values are then written through `key`/`value`)
+  /// and returns the first new position. All-or-nothing: on an exception (`invalid_input` when the
+  /// sequence would exceed `max_tokens()`, or out of memory) `s` is unchanged.
+  std::size_t grow(seq_id s, std::size_t n) {
+    sequence& q = at(s);
+    const std::size_t len = q.length;
+    if (n > max_tokens_ - len)
+      throw invalid_input("itscale: a sequence of " + std::to_string(len) + " tokens cannot grow by " +
+                          std::to_string(n) + ": the model's context is " + std::to_string(max_tokens_) + " tokens");
+    const std::size_t B = block_tokens_;
+    const std::size_t used = len % B;  // positions of ours in the last block (0: it is full or absent)
+    bool copy_last = false;
+    if (used != 0) {
+      const block& last = blocks_[q.blocks.back()];
+      copy_last = last.refs > 1 && last.filled != used;  // a sharer wrote past our prefix
+    }
+    const std::size_t fresh = (len + n + B - 1) / B - q.blocks.size();
+    // Acquire everything first so that nothing below can throw.
+    q.blocks.reserve(q.blocks.size() + fresh);
+    std::vector<std::uint32_t> got;
+    got.reserve(fresh + (copy_last ? 1 : 0));
+    try {
+      for (std::size_t i = 0; i < fresh + (copy_last ? 1 : 0); ++i) got.push_back(acquire_block());
+    } catch (...) {
+      for (std::uint32_t b : got) drop(b);
+      throw;
+    }
+    std::size_t g = 0;
+    if (copy_last) {
+      const std::uint32_t old = q.blocks.back(), nb = got[g++];
+      for (std::size_t l = 0; l < 2 * layers_; ++l)
+        std::memcpy(data(nb) + l * B * kv_dim_, data(old) + l * B * kv_dim_, used * kv_dim_ * sizeof(float));
+      blocks_[nb].filled = used;
+      drop(old);
+      q.blocks.back() = nb;
+    } else if (used != 0) {
+      blocks_[q.blocks.back()].filled = used;  // in place; anything past `used` was a dead sibling's
+    }
+    for (; g < got.size(); ++g) q.blocks.push_back(got[g]);
+    // Mark the new positions written (they will be, before anyone reads them).
+    for (std::size_t pos = len; pos < len + n; ++pos) {
+      block& b = blocks_[q.blocks[pos / B]];
+      b.filled = std::max(b.filled, pos % B + 1);
+    }
+    q.length = len + n;
+    live_tokens_ += n;
+    return len;
+  }
+
+  /// Frees `s`; its blocks return to the pool when no other sequence holds them. Unknown or dead
+  /// ids are ignored.
+  void release(seq_id s) noexcept {
+    if (s >= seqs_.size() || !seqs_[s].live) return;
+    sequence& q = seqs_[s];
+    for (std::uint32_t b : q.blocks) drop(b);
+    live_tokens_ -= q.length;
+    q = sequence{};
+    free_seqs_.push_back(s);  // capacity reserved when the id was created: cannot throw
+    --live_seqs_;
+  }
+
+  [[nodiscard]] bool is_live(seq_id s) const noexcept { return s < seqs_.size() && seqs_[s].live; }
+  [[nodiscard]] std::size_t length(seq_id s) const { return at(s).length; }
+
+  /// The block table of `s`: position p lives in block `blocks(s)[p / block_tokens()]`.
+  [[nodiscard]] const std::vector<std::uint32_t>& blocks(seq_id s) const { return at(s).blocks; }
+
+  /// Keys of `layer` in block `b`: `block_tokens()` rows of `kv_dim()` floats.
+  [[nodiscard]] float* keys(std::uint32_t b, std::size_t layer) noexcept {
+    return data(b) + (2 * layer) * block_tokens_ * kv_dim_;
+  }
+  [[nodiscard]] const float* keys(std::uint32_t b, std::size_t layer) const noexcept {
+    return data(b) + (2 * layer) * block_tokens_ * kv_dim_;
+  }
+  [[nodiscard]] float* values(std::uint32_t b, std::size_t layer) noexcept {
+    return data(b) + (2 * layer + 1) * block_tokens_ * kv_dim_;
+  }
+  [[nodiscard]] const float* values(std::uint32_t b, std::size_t layer) const noexcept {
+    return data(b) + (2 * layer + 1) * block_tokens_ * kv_dim_;
+  }
+
+  /// The key / value row of position `pos` of `s` in `layer` (precondition: `pos < length(s)`).
+  [[nodiscard]] float* key(seq_id s, std::size_t layer, std::size_t pos) {
+    return keys(at(s).blocks[pos / block_tokens_], layer) + (pos % block_tokens_) * kv_dim_;
+  }
+  [[nodiscard]] float* value(seq_id s, std::size_t layer, std::size_t pos) {
+    return values(at(s).blocks[pos / block_tokens_], layer) + (pos % block_tokens_) * kv_dim_;
+  }
+
+  [[nodiscard]] kv_cache_stats stats() const noexcept {
+    kv_cache_stats st;
+    st.live_sequences = live_seqs_;
+    st.live_tokens = live_tokens_;
+    st.blocks_pooled = free_blocks_.size();
+    st.blocks_in_use = blocks_.size() - free_blocks_.size();
+    st.block_bytes = block_floats_ * sizeof(float);
+    st.bytes_in_use = st.blocks_in_use * st.block_bytes;
+    std::size_t held = 0;
+    for (const block& b : blocks_) if (b.data) ++held;
+    st.bytes_allocated = held * st.block_bytes;
+    return st;
+  }
+
+  /// Returns the memory of pooled (free) blocks to the allocator.
+  void trim() noexcept {
+    for (std::uint32_t b : free_blocks_) blocks_[b].data.reset();
+  }
+
+ private:
+  struct block {
+    std::unique_ptr<float[]> data;
+    std::size_t refs = 0;
+    std::size_t filled = 0;
+  };
+  struct sequence {
+    std::vector<std::uint32_t> blocks;
+    std::size_t length = 0;
+    bool live = false;
+  };
+
+  const sequence& at(seq_id s) const {
+    if (!is_live(s)) throw invalid_input("itscale: sequence handle " + std::to_string(s) + " is not live (released or never created)");
+    return seqs_[s];
+  }
+  sequence& at(seq_id s) { return const_cast<sequence&>(std::as_const(*this).at(s)); }
+
+  float* data(std::uint32_t b) noexcept { return blocks_[b].data.get(); }
+  const float* data(std::uint32_t b) const noexcept { return blocks_[b].data.get(); }
+
+  seq_id new_sequence(std::vector<std::uint32_t> table) {
+    if (!free_seqs_.empty()) {
+      const seq_id s = free_seqs_.back();
+      free_seqs_.pop_back();
+      seqs_[s].blocks = std::move(table);
+      seqs_[s].live = true;
+      ++live_seqs_;
+      return s;
+    }
+    if (seqs_.size() >= UINT32_MAX) throw invalid_input("itscale: paged_kv_cache: too many sequences");
+    free_seqs_.reserve(seqs_.size() + 1);  // so that release never allocates
+    seqs_.push_back(sequence{std::move(table), 0, true});
+    ++live_seqs_;
+    return static_cast<seq_id>(seqs_.size() - 1);
+  }
+
+  /// A block with refs = 1 and nothing written.
+  std::uint32_t acquire_block() {
+    if (!free_blocks_.empty()) {
+      const std::uint32_t b = free_blocks_.back();
+      if (!blocks_[b].data) blocks_[b].data.reset(new float[block_floats_]);  // after trim()
+      free_blocks_.pop_back();
+      blocks_[b].refs = 1;
+      blocks_[b].filled = 0;
+      return b;
+    }
+    if (blocks_.size() >= UINT32_MAX) throw invalid_input("itscale: paged_kv_cache: too many blocks");
+    // Uninitialised on purpose: positions are written before they are read.
+    std::unique_ptr<float[]> mem(new float[block_floats_]);
+    free_blocks_.reserve(blocks_.size() + 1);  // so that drop never allocates
+    blocks_.push_back(block{std::move(mem), 1, 0});
+    return static_cast<std::uint32_t>(blocks_.size() - 1);
+  }
+
+  void drop(std::uint32_t b) noexcept {
+    if (--blocks_[b].refs == 0) free_blocks_.push_back(b);
+  }
+
+  std::size_t layers_, kv_dim_, block_tokens_, max_tokens_;
+  std::size_t block_floats_ = 0;
+  std::vector<block> blocks_;
+  std::vector<std::uint32_t> free_blocks_;
+  std::vector<sequence> seqs_;
+  std::vector<seq_id> free_seqs_;
+  std::size_t live_seqs_ = 0;
+  std::size_t live_tokens_ = 0;
+};
+
+}  // namespace v0
+}  // namespace itscale

@@ -31,7 +31,7 @@ void run_file(const std::string& path, conformance::report& rep) {
     return;
   }
   const std::string name = path.substr(path.find_last_of('/') + 1);
-  if (doc.contains("models")) return conformance::run_model_cases(doc, name, rep);
+  if (doc.contains("models")) return conformance::run_model_cases(doc, name, path, rep);
   if (!doc.contains("cases") || !doc.at("cases").is_array() || doc.at("cases").empty()) {
     rep.fail(name, "unrecognised format: no 'models' and no non-empty 'cases' array");
     return;

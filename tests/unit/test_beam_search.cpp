@@ -418,3 +418,23 @@ TEST_CASE("beam_search uses only the LogitSource concept (instantiated with the 
   };
   CHECK(true);
 }
+
+TEST_CASE("early_stopping never with a positive length penalty searches at least as long as the heuristic") {
+  // Same running beams, a looser stopping bound: never a worse best hypothesis, sometimes better.
+  std::size_t better = 0;
+  for (std::uint64_t seed = 1; seed <= 40; ++seed) {
+    CAPTURE(seed);
+    const tokens prompt{5, 6};
+    itscale::beam_options o{.num_beams = 2, .length_penalty = 2.0,
+                            .early_stopping = itscale::early_stopping_mode::heuristic, .max_new_tokens = 12,
+                            .eos_token_id = {0, 1}};
+    itscale::hash_lm lm(10, seed);
+    const auto heuristic = itscale::beam_search(lm, std::span<const token_id>(prompt), o);
+    o.early_stopping = itscale::early_stopping_mode::never;
+    const auto never = itscale::beam_search(lm, std::span<const token_id>(prompt), o);
+    CHECK(never.hypotheses.front().score >= heuristic.hypotheses.front().score);
+    CHECK(never.steps >= heuristic.steps);
+    better += never.hypotheses.front().score > heuristic.hypotheses.front().score;
+  }
+  CHECK(better > 0);
+}

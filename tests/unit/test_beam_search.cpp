@@ -284,6 +284,31 @@ TEST_CASE("beams fork through repeated parents; at most 2K live handles per prom
   CHECK(src.live == 0);
 }
 
+// Records, at each extend, how many handles are live and how many distinct parents it forks.
+struct extend_census {
+  using handle = itscale::hash_lm::handle;
+  itscale::hash_lm lm;
+  std::vector<std::pair<std::size_t, std::size_t>> at_extend;  // (live, distinct parents)
+
+  [[nodiscard]] std::size_t vocab_size() const { return lm.vocab_size(); }
+  handle prefill(std::span<const token_id> p) { return lm.prefill(p); }
+  void extend(std::span<const handle> parents, std::span<const token_id> t, std::span<handle> children) {
+    at_extend.emplace_back(lm.live_handles(), std::set<handle>(parents.begin(), parents.end()).size());
+    lm.extend(parents, t, children);
+  }
+  [[nodiscard]] itscale::logits_view logits() { return lm.logits(); }
+  void release(handle h) noexcept { lm.release(h); }
+};
+
+TEST_CASE("dead beams are released before the extend: only the parents it forks are live then") {
+  const std::vector<tokens> prompts{{1, 2}, {3}, {4, 5, 6}};
+  extend_census src{itscale::hash_lm(40, 9), {}};
+  (void)itscale::beam_search(src, prompts, {.num_beams = 6, .max_new_tokens = 10, .eos_token_id = {0}});
+  REQUIRE(!src.at_extend.empty());
+  for (const auto& [live, parents] : src.at_extend) CHECK(live == parents);
+  CHECK(src.lm.live_handles() == 0);
+}
+
 TEST_CASE("a backend that throws at any call: the exception propagates and every handle is released") {
   const std::vector<tokens> prompts{{1, 2}, {3}};
   const itscale::beam_options o{.num_beams = 4, .num_return_sequences = 2, .max_new_tokens = 9, .eos_token_id = {0}};

@@ -23,9 +23,10 @@
 /// (beam, token) index (HF leaves them to `torch.topk`).
 ///
 /// Handles: all prompts' beams advance with one batched `extend` per step; a beam continued by
-/// several tokens is a repeated parent (a fork); a prompt that is done leaves the batch; the
-/// previous step's handles are released as soon as the new ones exist, so a prompt holds at most
-/// 2K live handles (finished hypotheses hold none). Every handle is released on every path.
+/// several tokens is a repeated parent (a fork); a prompt that is done leaves the batch; a beam
+/// without surviving children is released before the extend, the parents right after it, so a
+/// prompt holds at most 2K live handles (finished hypotheses hold none). Every handle is released
+/// on every path.
 
 #include <algorithm>
 #include <cstddef>
@@ -139,7 +140,7 @@ template <LogitSource S, AnyLogitsProcessor P>
   std::vector<std::span<const float>> rows;
   std::vector<float> base;
   std::vector<beam_candidate> cands;
-  std::vector<handle> parents, children, old;
+  std::vector<handle> parents, children, old;  // old: this step's handles that are parents of the next
   std::vector<token_id> next;
   std::vector<std::pair<std::size_t, std::size_t>> child_of;  // (prompt, beam) of each extend row
   std::size_t active = prompts.size();
@@ -232,8 +233,20 @@ template <LogitSource S, AnyLogitsProcessor P>
         done = !(best > worst);
       }
 
-      for (const beam& b : s.running)
-        if (std::find(old.begin(), old.end(), b.h) == old.end()) old.push_back(b.h);
+      // A beam with no surviving child is dead: release it now. A parent must outlive the extend
+      // that forks it, so survivors wait until the children exist.
+      if (done) next_running.clear();
+      for (std::size_t b = 0; b < s.running.size(); ++b) {
+        const handle h = s.running[b].h;
+        const auto same = [h](const beam& x) { return x.h == h; };
+        if (std::find_if(s.running.begin(), s.running.begin() + static_cast<std::ptrdiff_t>(b), same) !=
+            s.running.begin() + static_cast<std::ptrdiff_t>(b))
+          continue;  // placeholder beams of the first step share the prompt's handle
+        if (std::any_of(next_running.begin(), next_running.end(), same))
+          old.push_back(h);
+        else
+          guard.release(h);
+      }
       s.running = std::move(next_running);
       if (done) {
         s.done = true;

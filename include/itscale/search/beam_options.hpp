@@ -32,7 +32,9 @@ enum class early_stopping_mode : std::uint8_t {
 };
 
 struct beam_options {
-  std::size_t num_beams = 4;                 ///< K >= 1: running beams per prompt
+  /// K >= 1 running beams per prompt. K = 1 is beam search with one beam (an EOS candidate
+  /// finishes while the best non-EOS one runs on), not greedy decoding as HF switches to.
+  std::size_t num_beams = 4;
   double length_penalty = 1.0;               ///< score = logprob_sum / generated_length^length_penalty (EOS counted)
   early_stopping_mode early_stopping = early_stopping_mode::heuristic;
   std::size_t num_return_sequences = 1;      ///< hypotheses returned per prompt; in [1, num_beams]

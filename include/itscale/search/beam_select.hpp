@@ -34,9 +34,9 @@ struct beam_candidate {
 
 /// Writes to `out` the `m` best candidates over beams `b = 0..rows.size()-1`, where beam `b`'s
 /// continuation by token `t` scores `base[b] + rows[b][t]` in float, best first (see
-/// `candidate_ranks_above`). Candidates scoring `-inf` (masked tokens) are never selected, so `out` may
-/// hold fewer than `m`. Preconditions: `rows.size() == base.size()`, all rows of one length, no
-/// NaN. Allocates only if `out` lacks capacity `m`. O(beams * vocab + m log m).
+/// `candidate_ranks_above`). Candidates scoring `-inf` (masked tokens) or NaN are never selected, so
+/// `out` may hold fewer than `m`. Precondition: `rows.size() == base.size()`. Allocates only if
+/// `out` lacks capacity `m`. O(beams * vocab + m log m).
 inline void select_beam_candidates(std::span<const std::span<const float>> rows, std::span<const float> base,
                                    std::size_t m, std::vector<beam_candidate>& out) {
   assert(rows.size() == base.size());
@@ -58,7 +58,7 @@ inline void select_beam_candidates(std::span<const std::span<const float>> rows,
         std::pop_heap(out.begin(), out.end(), worse_first);
         out.back() = {v, beam, static_cast<token_id>(t)};
         std::push_heap(out.begin(), out.end(), worse_first);
-      } else if (v != neg_inf) {
+      } else if (v > neg_inf) {  // also keeps a NaN out of the heap
         out.push_back({v, beam, static_cast<token_id>(t)});
         std::push_heap(out.begin(), out.end(), worse_first);
       }
@@ -76,8 +76,10 @@ inline bool log_softmax_like_torch(std::span<float> row) noexcept {
   float m = -std::numeric_limits<float>::infinity();
   for (float x : row) m = x > m ? x : m;
   if (m == -std::numeric_limits<float>::infinity()) return false;
+  // Float exponentials as PyTorch's kernel takes them (and twice as fast as double ones); the sum
+  // is kept in double because a row can hold 10^5+ terms.
   double s = 0;
-  for (float x : row) s += std::exp(static_cast<double>(x - m));
+  for (float x : row) s += static_cast<double>(std::exp(x - m));
   const auto lse = static_cast<float>(std::log(s));
   for (float& x : row) x = (x - m) - lse;
   return true;

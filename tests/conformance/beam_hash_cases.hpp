@@ -54,7 +54,10 @@ inline itscale::beam_options beam_options_from_hf(const nlohmann::json& cfg) {
     else if (k == "repetition_penalty") o.repetition_penalty = v.get<float>();
     else throw std::runtime_error("unsupported generation option '" + k + "'");
   }
-  if (o.max_new_tokens < o.min_new_tokens) o.max_new_tokens = o.min_new_tokens;
+  // HF accepts what `validate()` rejects but means the same: a minimum beyond the maximum masks
+  // EOS at every step (as min = max does), and with no EOS id the minimum does nothing.
+  if (o.min_new_tokens > o.max_new_tokens) o.min_new_tokens = o.max_new_tokens;
+  if (o.eos_token_id.empty()) o.min_new_tokens = 0;
   return o;
 }
 

@@ -35,3 +35,4 @@
 #include "itscale/search/beam_options.hpp"
 #include "itscale/search/beam_search.hpp"
 #include "itscale/search/beam_select.hpp"
+#include "itscale/search/beam_stopping.hpp"

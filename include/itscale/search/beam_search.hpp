@@ -46,15 +46,13 @@
 #include "itscale/search/beam_hypotheses.hpp"
 #include "itscale/search/beam_options.hpp"
 #include "itscale/search/beam_select.hpp"
+#include "itscale/search/beam_stopping.hpp"
 #include "itscale/sources/validate_tokens.hpp"
 
 namespace itscale {
 inline namespace v0 {
 
 namespace detail {
-
-/// The score HF gives the not-yet-real copies of the prompt at the first step.
-inline constexpr float beam_placeholder_score = -1.0e9f;
 
 /// The built-in processors of beam search, as a `sampling_chain` without warpers.
 inline sampling_options beam_processor_options(const beam_options& o) {
@@ -94,7 +92,6 @@ template <LogitSource S, AnyLogitsProcessor P>
   using ustate = typename detail::user_state<P>::type;
   const std::size_t k = opts.num_beams;
   const std::size_t m = std::max<std::size_t>(2, 1 + opts.eos_token_id.size()) * k;
-  const bool never_stops_early = opts.early_stopping == early_stopping_mode::never && opts.length_penalty > 0;
 
   struct beam {
     std::vector<token_id> tokens;  // prompt + generated
@@ -223,15 +220,9 @@ template <LogitSource S, AnyLogitsProcessor P>
         if (trace) trace->candidates.push_back({c.beam, c.token, lp, c.score, finishes, kept_running, kept_finished});
       }
 
-      // HF's stopping rules for this prompt (see the file comment).
-      bool done = last || next_running.empty() ||
-                  (opts.early_stopping == early_stopping_mode::when_full && s.finished.full());
-      if (!done) {
-        const std::size_t hyp_len = never_stops_early ? opts.max_new_tokens : generated;
-        const float best = next_running.front().score / detail::length_normaliser(hyp_len, opts.length_penalty);
-        const float worst = s.finished.full() ? s.finished.worst().score : detail::beam_placeholder_score;
-        done = !(best > worst);
-      }
+      const bool done = detail::beam_prompt_done(opts, generated,
+                                                 next_running.empty() ? nullptr : &next_running.front().score,
+                                                 s.finished);
 
       // A beam with no surviving child is dead: release it now. A parent must outlive the extend
       // that forks it, so survivors wait until the children exist.

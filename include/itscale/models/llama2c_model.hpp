@@ -10,7 +10,8 @@
 /// own sequence in the paged KV cache (see paged_kv_cache.hpp: forks share blocks, copy-on-write).
 ///
 /// Rows are not bit-identical across batch compositions: the matrix kernels Eigen picks depend on
-/// the batch size and round differently (differences of order 1e-6 on the shipped checkpoints).
+/// the batch size and round differently (up to ~2e-5 on the shipped checkpoints, whose logits
+/// reach about 20; the float64 reference is matched to 3e-5 either way).
 
 #include <algorithm>
 #include <cmath>
@@ -57,7 +58,7 @@ class llama2c_model {
   /// Precondition checked: `weights` is not null; options valid (`invalid_option`).
   explicit llama2c_model(std::shared_ptr<const llama2c_weights> weights, const llama2c_model_options& opts = {})
       : w_(check_weights(std::move(weights))),
-        cache_((opts.validate(), w_->config.n_layers), w_->config.kv_dim(), opts.kv_block_tokens, w_->config.seq_len) {
+        cache_(w_->config.n_layers, w_->config.kv_dim(), validated(opts).kv_block_tokens, w_->config.seq_len) {
     build_rope();
   }
 
@@ -134,7 +135,7 @@ class llama2c_model {
   void release(handle h) noexcept { cache_.release(h); }
 
   /// Number of live handles.
-  [[nodiscard]] std::size_t live_handles() const noexcept { return cache_.stats().live_sequences; }
+  [[nodiscard]] std::size_t live_handles() const noexcept { return cache_.live_sequences(); }
   /// Tokens held by a live handle (`invalid_input` for a dead one).
   [[nodiscard]] std::size_t length(handle h) const { return cache_.length(h); }
   /// KV-cache memory accounting.
@@ -149,6 +150,11 @@ class llama2c_model {
     std::size_t pos;
     token_id token;
   };
+
+  static const llama2c_model_options& validated(const llama2c_model_options& o) {
+    o.validate();
+    return o;
+  }
 
   static std::shared_ptr<const llama2c_weights> check_weights(std::shared_ptr<const llama2c_weights> w) {
     if (!w) throw invalid_input("itscale: llama2c_model needs weights (got a null pointer)");

@@ -168,15 +168,20 @@ class paged_kv_cache {
     st.blocks_in_use = blocks_.size() - free_blocks_.size();
     st.block_bytes = block_floats_ * sizeof(float);
     st.bytes_in_use = st.blocks_in_use * st.block_bytes;
-    std::size_t held = 0;
-    for (const block& b : blocks_) if (b.data) ++held;
-    st.bytes_allocated = held * st.block_bytes;
+    st.bytes_allocated = held_ * st.block_bytes;
     return st;
   }
 
+  /// Number of live sequences.
+  [[nodiscard]] std::size_t live_sequences() const noexcept { return live_seqs_; }
+
   /// Returns the memory of pooled (free) blocks to the allocator.
   void trim() noexcept {
-    for (std::uint32_t b : free_blocks_) blocks_[b].data.reset();
+    for (std::uint32_t b : free_blocks_)
+      if (blocks_[b].data) {
+        blocks_[b].data.reset();
+        --held_;
+      }
   }
 
  private:
@@ -220,7 +225,10 @@ class paged_kv_cache {
   std::uint32_t acquire_block() {
     if (!free_blocks_.empty()) {
       const std::uint32_t b = free_blocks_.back();
-      if (!blocks_[b].data) blocks_[b].data.reset(new float[block_floats_]);  // after trim()
+      if (!blocks_[b].data) {  // trimmed
+        blocks_[b].data.reset(new float[block_floats_]);
+        ++held_;
+      }
       free_blocks_.pop_back();
       blocks_[b].refs = 1;
       blocks_[b].filled = 0;
@@ -231,6 +239,7 @@ class paged_kv_cache {
     std::unique_ptr<float[]> mem(new float[block_floats_]);
     free_blocks_.reserve(blocks_.size() + 1);  // so that drop never allocates
     blocks_.push_back(block{std::move(mem), 1, 0});
+    ++held_;
     return static_cast<std::uint32_t>(blocks_.size() - 1);
   }
 
@@ -246,6 +255,7 @@ class paged_kv_cache {
   std::vector<seq_id> free_seqs_;
   std::size_t live_seqs_ = 0;
   std::size_t live_tokens_ = 0;
+  std::size_t held_ = 0;  // blocks whose memory is allocated
 };
 
 }  // namespace v0

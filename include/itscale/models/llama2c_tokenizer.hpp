@@ -67,9 +67,16 @@ class llama2c_tokenizer {
 
   [[nodiscard]] std::size_t vocab_size() const noexcept { return pieces_.size(); }
   [[nodiscard]] std::size_t max_token_length() const noexcept { return max_token_length_; }
-  /// The vocabulary string of token `t` (precondition: `t < vocab_size()`).
-  [[nodiscard]] const std::string& piece(token_id t) const { return pieces_.at(static_cast<std::size_t>(t)); }
-  [[nodiscard]] float score(token_id t) const { return scores_.at(static_cast<std::size_t>(t)); }
+  /// The vocabulary string of token `t` (`invalid_input` unless `0 <= t < vocab_size()`).
+  [[nodiscard]] const std::string& piece(token_id t) const {
+    detail::check_tokens(std::span<const token_id>(&t, 1), vocab_size(), "token");
+    return pieces_[static_cast<std::size_t>(t)];
+  }
+  /// The merge score of token `t` (`invalid_input` unless `0 <= t < vocab_size()`).
+  [[nodiscard]] float score(token_id t) const {
+    detail::check_tokens(std::span<const token_id>(&t, 1), vocab_size(), "token");
+    return scores_[static_cast<std::size_t>(t)];
+  }
 
   /// The id of the vocabulary entry equal to `s`, or -1 (lowest id if the vocabulary repeats it).
   [[nodiscard]] token_id lookup(std::string_view s) const {
@@ -79,10 +86,15 @@ class llama2c_tokenizer {
 
   /// Tokenizes `text` as llama2.c does (see the file comment), with BOS first when `add_bos`.
   /// Throws `invalid_input` if a byte must fall back to a byte token and the vocabulary has none
-  /// (fewer than 259 entries). Cost: quadratic in the number of code points (llama2.c's scan).
+  /// (fewer than 259 entries), or BOS is asked of a one-token vocabulary. Cost: quadratic in the number of code points (llama2.c's scan).
   [[nodiscard]] std::vector<token_id> encode(std::string_view text, bool add_bos = true) const {
     std::vector<token_id> out;
-    if (add_bos) out.push_back(bos);
+    if (add_bos) {
+      if (static_cast<std::size_t>(bos) >= vocab_size())
+        throw invalid_input("itscale: llama2c_tokenizer: BOS (token 1) requested, but the vocabulary has " +
+                            std::to_string(vocab_size()) + " token(s)");
+      out.push_back(bos);
+    }
     if (!text.empty()) {
       // llama2.c looks " " up and would push -1 if it were missing; we fall back to its byte.
       const token_id space = lookup(" ");
@@ -110,8 +122,8 @@ class llama2c_tokenizer {
       token_id best_id = -1;
       std::size_t best_at = 0;
       for (std::size_t k = 0; k + 1 < out.size(); ++k) {
-        pair.assign(piece(out[k]));
-        pair += piece(out[k + 1]);
+        pair.assign(pieces_[static_cast<std::size_t>(out[k])]);
+        pair += pieces_[static_cast<std::size_t>(out[k + 1])];
         const token_id id = lookup(pair);
         if (id >= 0 && scores_[static_cast<std::size_t>(id)] > best) {
           best = scores_[static_cast<std::size_t>(id)];

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <span>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 
 #include "itscale/processors/processor.hpp"
@@ -89,7 +90,10 @@ class processor_chain {
 };
 
 /// Builds a `processor_chain` from processors (copied or moved in).
-template <AnyLogitsProcessor... Ps>
+/// Constrained on the decayed types: for an lvalue argument `Ps` is a reference, which has no
+/// `state_type`, so constraining `Ps` itself would reject lvalue stateful processors.
+template <class... Ps>
+  requires(AnyLogitsProcessor<std::decay_t<Ps>> && ...)
 [[nodiscard]] processor_chain<std::decay_t<Ps>...> make_chain(Ps&&... ps) {
   return processor_chain<std::decay_t<Ps>...>(std::forward<Ps>(ps)...);
 }

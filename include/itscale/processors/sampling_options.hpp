@@ -49,7 +49,7 @@ struct sampling_options {
   float temperature = 1.0f;                           ///< > 0
   float top_h = 0.0f;                                 ///< [0, 1]; 0 = off
   std::size_t top_k = 0;                              ///< 0 = off; <= vocab
-  float top_p = 1.0f;                                 ///< (0, 1]; 1 = off
+  double top_p = 1.0;                                 ///< (0, 1]; 1 = off (double: see top_p.hpp)
   float min_p = 0.0f;                                 ///< [0, 1]; 0 = off
   float typical_p = 1.0f;                             ///< (0, 1]; 1 = off
   float epsilon_cutoff = 0.0f;                        ///< [0, 1); 0 = off
@@ -72,6 +72,16 @@ struct sampling_options {
       if (stop_sequences[i].empty()) fail("stop_sequences[" + std::to_string(i) + "] is empty");
       for (token_id t : stop_sequences[i])
         if (t < 0) fail("stop_sequences[" + std::to_string(i) + "] has a negative token id");
+    }
+    for (const auto& [t, b] : logit_bias) {
+      if (t < 0) fail("logit_bias token id must be >= 0, got " + std::to_string(t));
+      if (std::isnan(b) || (std::isinf(b) && b > 0))
+        fail("logit_bias for token " + std::to_string(t) + " must not be NaN or +inf");
+    }
+    for (std::size_t i = 0; i < bad_words_ids.size(); ++i) {
+      if (bad_words_ids[i].empty()) fail("bad_words_ids[" + std::to_string(i) + "] is empty");
+      for (token_id t : bad_words_ids[i])
+        if (t < 0) fail("bad_words_ids[" + std::to_string(i) + "] has a negative token id");
     }
     if (num_return_sequences == 0) fail("num_return_sequences must be >= 1, got 0");
     if (!do_sample && num_return_sequences != 1)

@@ -40,7 +40,7 @@ demo_args parse(int argc, char** argv) {
     else if (k == "--seed") a.sampling.seed = std::stoull(v);
     else if (k == "--temperature") a.sampling.temperature = std::stof(v);
     else if (k == "--top-k") a.sampling.top_k = std::stoul(v);
-    else if (k == "--top-p") a.sampling.top_p = std::stof(v);
+    else if (k == "--top-p") a.sampling.top_p = std::stod(v);
     else if (k == "--min-p") a.sampling.min_p = std::stof(v);
     else if (k == "--repetition-penalty") a.sampling.repetition_penalty = std::stof(v);
     else throw std::invalid_argument("unknown option " + k);
@@ -80,7 +80,7 @@ int main(int argc, char** argv) {
     const auto& s = a.sampling;
     std::printf("\nsampling (seed %llu, temperature %g, top_k %zu, top_p %g, min_p %g, repetition_penalty %g):\n",
                 static_cast<unsigned long long>(s.seed), static_cast<double>(s.temperature), s.top_k,
-                static_cast<double>(s.top_p), static_cast<double>(s.min_p), static_cast<double>(s.repetition_penalty));
+                s.top_p, static_cast<double>(s.min_p), static_cast<double>(s.repetition_penalty));
     const auto samples = itscale::generate(lm, std::span<const itscale::token_id>(a.prompt), s);
     for (const auto& g : samples) print(("sample " + std::to_string(g.sample)).c_str(), g);
     std::printf("\nlive handles after decoding: %zu\n", lm.live_handles());

@@ -22,6 +22,7 @@ using row_fn = std::function<void(std::span<float>, const itscale::step_context&
 inline row_fn make_processor(const std::string& op, const nlohmann::json& params) {
   std::set<std::string> allowed;
   auto get_f = [&](const char* k) { allowed.insert(k); return params.at(k).get<float>(); };
+  auto get_d = [&](const char* k) { allowed.insert(k); return params.at(k).get<double>(); };
   auto get_n = [&](const char* k) { allowed.insert(k); return params.at(k).get<std::size_t>(); };
   auto keep = [&] {
     allowed.insert("min_tokens_to_keep");
@@ -31,7 +32,7 @@ inline row_fn make_processor(const std::string& op, const nlohmann::json& params
   auto wrap = [](auto p) { return row_fn([p](std::span<float> r, const itscale::step_context& c) { p.apply(r, c); }); };
   if (op == "temperature") fn = wrap(itscale::temperature(get_f("temperature")));
   else if (op == "top_k") fn = wrap(itscale::top_k_filter(get_n("top_k"), keep()));
-  else if (op == "top_p") fn = wrap(itscale::top_p_filter(get_f("top_p"), keep()));
+  else if (op == "top_p") fn = wrap(itscale::top_p_filter(get_d("top_p"), keep()));
   else if (op == "min_p") fn = wrap(itscale::min_p_filter(get_f("min_p"), keep()));
   else if (op == "typical_p") fn = wrap(itscale::typical_filter(get_f("mass"), keep()));
   else if (op == "epsilon") fn = wrap(itscale::epsilon_filter(get_f("epsilon"), keep()));

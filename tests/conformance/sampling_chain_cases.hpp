@@ -26,7 +26,7 @@ inline itscale::sampling_options options_from_hf(const nlohmann::json& cfg, cons
     if (k == "eos_token_id") o.eos_token_id = v.get<std::vector<itscale::token_id>>();
     else if (k == "temperature") o.temperature = v.get<float>();
     else if (k == "top_k") o.top_k = v.get<std::size_t>();
-    else if (k == "top_p") o.top_p = v.get<float>();
+    else if (k == "top_p") o.top_p = v.get<double>();
     else if (k == "min_p") o.min_p = v.get<float>();
     else if (k == "typical_p") o.typical_p = v.get<float>();
     else if (k == "epsilon_cutoff") o.epsilon_cutoff = v.get<float>();

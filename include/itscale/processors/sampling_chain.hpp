@@ -45,7 +45,7 @@ class sampling_chain {
     if (o.temperature != 1.0f) temperature_.emplace(o.temperature);
     if (o.top_h > 0.0f) top_h_.emplace(o.top_h);
     if (o.top_k > 0) top_k_.emplace(o.top_k, keep);
-    if (o.top_p < 1.0f) top_p_.emplace(o.top_p, keep);
+    if (o.top_p < 1.0) top_p_.emplace(o.top_p, keep);
     if (o.min_p > 0.0f) min_p_.emplace(o.min_p, keep);
     if (o.typical_p < 1.0f) typical_.emplace(o.typical_p, keep);
     if (o.epsilon_cutoff > 0.0f) epsilon_.emplace(o.epsilon_cutoff, keep);

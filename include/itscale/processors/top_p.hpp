@@ -31,8 +31,10 @@ inline void sort_by_rank_ascending(std::span<const float> row, std::span<token_i
 
 class top_p_filter {
  public:
-  /// Throws `invalid_option` unless 0 < top_p <= 1 and min_tokens_to_keep >= 1.
-  explicit top_p_filter(float top_p, std::size_t min_tokens_to_keep = 1)
+  /// Throws `invalid_option` unless 0 < top_p <= 1 and min_tokens_to_keep >= 1. A double, as in
+  /// HF where `1 - top_p` is computed in Python before torch rounds it to float32: from a float
+  /// 0.9f the cut would land three float steps away from HF's.
+  explicit top_p_filter(double top_p, std::size_t min_tokens_to_keep = 1)
       : p_(top_p), min_keep_(min_tokens_to_keep) {
     if (!(top_p > 0 && top_p <= 1))
       throw invalid_option("itscale: top_p must be in (0, 1], got " + detail::num(top_p));
@@ -48,7 +50,7 @@ class top_p_filter {
     for (std::size_t j = 0; j < n; ++j) probs[j] = row[static_cast<std::size_t>(ids[j])];
     detail::softmax_f32(probs, probs);
     // HF compares the float32 cumulative sum with (1 - top_p) rounded to float32.
-    const auto cut = static_cast<float>(1.0 - static_cast<double>(p_));
+    const auto cut = static_cast<float>(1.0 - p_);
     const std::size_t protected_from = n > min_keep_ ? n - min_keep_ : 0;
     double cum = 0;
     for (std::size_t j = 0; j < protected_from; ++j) {
@@ -59,7 +61,7 @@ class top_p_filter {
   }
 
  private:
-  float p_;
+  double p_;
   std::size_t min_keep_;
 };
 

@@ -284,6 +284,8 @@ TEST_CASE("beams fork through repeated parents; at most 2K live handles per prom
   CHECK(src.live == 0);
 }
 
+namespace {
+
 // Records, at each extend, how many handles are live and how many distinct parents it forks.
 struct extend_census {
   using handle = itscale::hash_lm::handle;
@@ -299,6 +301,8 @@ struct extend_census {
   [[nodiscard]] itscale::logits_view logits() { return lm.logits(); }
   void release(handle h) noexcept { lm.release(h); }
 };
+
+}  // namespace
 
 TEST_CASE("dead beams are released before the extend: only the parents it forks are live then") {
   const std::vector<tokens> prompts{{1, 2}, {3}, {4, 5, 6}};

@@ -10,8 +10,8 @@
 ///    (`select_beam_candidates`);
 /// 3. a candidate ending in an EOS id, or reaching `max_new_tokens`, finishes; it becomes a
 ///    hypothesis only if it ranks among the first K, scored sum / generated_length^length_penalty
-///    (EOS counted), and it is kept if it is among the best K finished so far (K * patience with
-///    `patience`);
+///    (EOS counted), and it is kept if it is among the best K finished so far (round(K * patience)
+///    with `patience`);
 /// 4. the first K unfinished candidates become the next running beams;
 /// 5. the prompt is done when its finished set is full and `early_stopping` is `when_full`, when
 ///    the best running beam (scored at its current length, or at `max_new_tokens` for `never` with
@@ -19,8 +19,11 @@
 ///    `max_new_tokens`.
 ///
 /// As in HF, at the first step beams 1..K-1 are copies of the prompt with score -1e9, so the first
-/// step's candidates come from the prompt alone. Ties between exactly equal scores go to the lower
-/// (beam, token) index (HF leaves them to `torch.topk`).
+/// step's candidates come from the prompt alone (if the vocabulary holds fewer than K non-EOS
+/// tokens, such placeholder descendants keep running with scores near -1e9, as in HF). Ties between
+/// exactly equal scores go to the lower (beam, token) index (HF leaves them to `torch.topk`).
+/// Candidates scoring -inf (masked) are dropped rather than carried as HF does; they could only
+/// matter when fewer than K real hypotheses exist, and then fewer are returned.
 ///
 /// Handles: all prompts' beams advance with one batched `extend` per step; a beam continued by
 /// several tokens is a repeated parent (a fork); a prompt that is done leaves the batch; a beam
@@ -30,7 +33,6 @@
 
 #include <algorithm>
 #include <cstddef>
-#include <limits>
 #include <span>
 #include <string>
 #include <utility>

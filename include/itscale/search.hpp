@@ -10,6 +10,8 @@
 #include "itscale/core/rng.hpp"
 #include "itscale/core/types.hpp"
 
+#include "itscale/kernels/beam_select.hpp"
+#include "itscale/kernels/filters.hpp"
 #include "itscale/kernels/reduce.hpp"
 #include "itscale/kernels/sample.hpp"
 #include "itscale/kernels/softmax.hpp"

@@ -1,44 +1,33 @@
 #pragma once
 /// \file softmax.hpp
 /// softmax and log-softmax over one row, in place or out of place. `-inf` entries get
-/// probability 0 (log-probability `-inf`). Preconditions: no NaN, at least one entry `> -inf`,
-/// `out.size() == in.size()` (out may alias in).
+/// probability 0 (log-probability `-inf`). Preconditions: no NaN or +inf, at least one entry
+/// `> -inf`, `out.size() == in.size()` (out may alias in). SIMD: max pass, one exp pass that
+/// stores and sums, one scaling pass (see `kernels/simd/softmax.hpp` for the measured accuracy);
+/// the scalar reference is `kernels/reference/softmax.hpp`.
 
-#include <cassert>
-#include <cmath>
 #include <span>
 
-#include "itscale/kernels/reduce.hpp"
+#include "itscale/kernels/dispatch.hpp"
 
 namespace itscale {
 inline namespace v0 {
 namespace kernels {
+inline namespace ITSCALE_KERNEL_ABI {
 
 /// out[i] = exp(in[i] - max) / sum_j exp(in[j] - max).
-inline void softmax(std::span<const float> in, std::span<float> out) noexcept {
-  assert(in.size() == out.size());
-  const float m = max(in);
-  double s = 0;
-  for (std::size_t i = 0; i < in.size(); ++i) {
-    const float e = std::exp(in[i] - m);
-    out[i] = e;
-    s += e;
-  }
-  const auto inv = static_cast<float>(1.0 / s);
-  for (float& x : out) x *= inv;
-}
+inline void softmax(std::span<const float> in, std::span<float> out) noexcept { ITSCALE_KERNEL(softmax)(in, out); }
 
 inline void softmax(std::span<float> row) noexcept { softmax(row, row); }
 
 /// out[i] = in[i] - logsumexp(in).
 inline void log_softmax(std::span<const float> in, std::span<float> out) noexcept {
-  assert(in.size() == out.size());
-  const float lse = logsumexp(in);
-  for (std::size_t i = 0; i < in.size(); ++i) out[i] = in[i] - lse;
+  ITSCALE_KERNEL(log_softmax)(in, out);
 }
 
 inline void log_softmax(std::span<float> row) noexcept { log_softmax(row, row); }
 
+}  // namespace ITSCALE_KERNEL_ABI
 }  // namespace kernels
 }  // namespace v0
 }  // namespace itscale

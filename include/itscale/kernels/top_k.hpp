@@ -2,60 +2,56 @@
 /// \file top_k.hpp
 /// The k largest entries of a row, sorted descending; ties go to the lower index. This is the
 /// library's one tie rule for ranking tokens: among exactly equal logits, the lower token id ranks
-/// higher.
+/// higher. SIMD threshold filter for k <= 1024 (or any k with a scratch buffer), radix select
+/// above (see `kernels/simd/select.hpp`); the scalar reference is `kernels/reference/top_k.hpp`.
 
-#include <algorithm>
 #include <cassert>
 #include <cstddef>
+#include <cstdint>
 #include <span>
 
 #include "itscale/core/types.hpp"
+#include "itscale/kernels/dispatch.hpp"
+#include "itscale/kernels/reference/top_k.hpp"
 
 namespace itscale {
 inline namespace v0 {
 namespace kernels {
 
 /// True when token `a` ranks above token `b` (larger value, or equal value and lower index).
-[[nodiscard]] inline bool ranks_above(std::span<const float> row, token_id a, token_id b) noexcept {
-  const float va = row[static_cast<std::size_t>(a)], vb = row[static_cast<std::size_t>(b)];
-  return va > vb || (va == vb && a < b);
-}
+using reference::ranks_above;
+
+inline namespace ITSCALE_KERNEL_ABI {
 
 /// Writes the indices and values of the `k = indices.size()` highest-ranked entries of `row`,
-/// best first. Preconditions: `1 <= k <= row.size()`, `values.size() == k`, no NaN.
-/// O(V log k) with a bounded heap kept in `indices`; no allocation.
-inline void top_k(std::span<const float> row, std::span<token_id> indices,
-                  std::span<float> values) noexcept {
-  const std::size_t k = indices.size();
-  assert(k >= 1 && k <= row.size() && values.size() == k);
-  // Min-heap on rank: the worst of the current best k sits at the front.
-  const auto worse_first = [row](token_id a, token_id b) { return ranks_above(row, a, b); };
-  for (std::size_t i = 0; i < k; ++i) indices[i] = static_cast<token_id>(i);
-  std::make_heap(indices.begin(), indices.end(), worse_first);
-  for (std::size_t i = k; i < row.size(); ++i) {
-    const auto t = static_cast<token_id>(i);
-    if (ranks_above(row, t, indices.front())) {
-      std::pop_heap(indices.begin(), indices.end(), worse_first);
-      indices.back() = t;
-      std::push_heap(indices.begin(), indices.end(), worse_first);
-    }
-  }
-  std::sort_heap(indices.begin(), indices.end(), worse_first);
-  for (std::size_t i = 0; i < k; ++i) values[i] = row[static_cast<std::size_t>(indices[i])];
+/// best first. Preconditions: `1 <= k <= row.size()`, `values.size() == k`, no NaN,
+/// `row.size() < 2^31`. O(V) for k <= 1024 (threshold filter, 32 KiB of stack), radix select
+/// (four passes) above; no allocation.
+inline void top_k(std::span<const float> row, std::span<token_id> indices, std::span<float> values) noexcept {
+  assert(!indices.empty() && indices.size() <= row.size() && values.size() == indices.size());
+  ITSCALE_KERNEL(top_k)(row, indices, values, {});
 }
 
-/// The k-th largest value of `row` (k >= 1, k <= row.size()), using `scratch` (size >= row.size())
-/// as working memory.
-[[nodiscard]] inline float kth_largest(std::span<const float> row, std::size_t k,
-                                       std::span<float> scratch) noexcept {
-  assert(k >= 1 && k <= row.size() && scratch.size() >= row.size());
-  std::copy(row.begin(), row.end(), scratch.begin());
-  const auto nth = scratch.begin() + static_cast<std::ptrdiff_t>(k - 1);
-  std::nth_element(scratch.begin(), nth, scratch.begin() + static_cast<std::ptrdiff_t>(row.size()),
-                   [](float a, float b) { return a > b; });
-  return *nth;
+/// As above with a caller-provided candidate buffer: with `scratch.size() >= 2 * k + 64` the
+/// threshold filter runs for any k (no stack buffer, no radix passes).
+inline void top_k(std::span<const float> row, std::span<token_id> indices, std::span<float> values,
+                  std::span<std::uint64_t> scratch) noexcept {
+  assert(!indices.empty() && indices.size() <= row.size() && values.size() == indices.size());
+  ITSCALE_KERNEL(top_k)(row, indices, values, scratch);
 }
 
+/// The k-th largest value of `row` (1 <= k <= row.size(); no NaN). -0 and +0 are one value.
+[[nodiscard]] inline float kth_largest(std::span<const float> row, std::size_t k) noexcept {
+  assert(k >= 1 && k <= row.size());
+  return ITSCALE_KERNEL(kth_largest)(row, k);
+}
+
+/// Older signature: `scratch` is no longer needed (kept so callers compile unchanged).
+[[nodiscard]] inline float kth_largest(std::span<const float> row, std::size_t k, std::span<float> /*scratch*/) noexcept {
+  return kth_largest(row, k);
+}
+
+}  // namespace ITSCALE_KERNEL_ABI
 }  // namespace kernels
 }  // namespace v0
 }  // namespace itscale

@@ -1,0 +1,46 @@
+#pragma once
+/// \file filters.hpp
+/// Truncation filters for sampling as kernels, without a sort of the vocabulary:
+/// - `min_p_threshold`: the logit below which min-p masks (max + ln p; no exp);
+/// - `mask_below`: masks every logit below a threshold;
+/// - `top_p_mask`: nucleus filtering by a histogram search for the mass threshold.
+/// These follow the mathematical definitions with the library tie rule (equal logits: the lower
+/// token id ranks higher). The HF-conformant processors in `processors/` reproduce torch's
+/// float32 rounding instead and use these kernels only where that is bit-identical.
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "itscale/kernels/dispatch.hpp"
+
+namespace itscale {
+inline namespace v0 {
+namespace kernels {
+inline namespace ITSCALE_KERNEL_ABI {
+
+/// Sets every entry `< threshold` to -inf; returns how many entries stay `> -inf`.
+inline std::size_t mask_below(std::span<float> row, float threshold) noexcept {
+  return ITSCALE_KERNEL(mask_below)(row, threshold);
+}
+
+/// max(row) + ln(p): p(t) >= p * max_t' p(t') exactly when row[t] >= this (up to one rounding).
+/// `-inf` for p = 0. Preconditions: 0 <= p <= 1, no NaN.
+[[nodiscard]] inline float min_p_threshold(std::span<const float> row, float p) noexcept {
+  return ITSCALE_KERNEL(min_p_threshold)(row, p);
+}
+
+/// Keeps the smallest prefix of the ranking (larger logit first, equal logits lower id first)
+/// whose probability reaches `p` of the total mass — HF's top-p rule "drop a token when the mass
+/// ranked strictly above it already reaches p" — and masks the rest; returns how many are kept.
+/// `keys`: scratch of `row.size()` entries (only the tokens of one histogram bin are written).
+/// Preconditions: 0 < p <= 1, no NaN or +inf, some entry > -inf. O(V): max, one exp pass with a
+/// mass histogram, one compare pass, one masking pass, plus a sort of one bin.
+inline std::size_t top_p_mask(std::span<float> row, double p, std::span<std::uint64_t> keys) noexcept {
+  return ITSCALE_KERNEL(top_p_mask)(row, p, keys);
+}
+
+}  // namespace ITSCALE_KERNEL_ABI
+}  // namespace kernels
+}  // namespace v0
+}  // namespace itscale

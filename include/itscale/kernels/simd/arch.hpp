@@ -1,0 +1,180 @@
+#pragma once
+/// \file arch.hpp
+/// Internal: the few arch-specific helpers the SIMD kernels need and xsimd 8.1 lacks
+/// (horizontal max, a lane bit mask, compress of the selected lanes). This is the ONE header
+/// with intrinsics; every kernel above it is written against `xsimd::batch<float, Arch>`.
+///
+/// Every helper is a template on `Arch`, so each instantiation is its own symbol: translation
+/// units compiled with different `-m` flags (runtime dispatch) never share a definition (no ODR
+/// hazard). Intrinsic branches are `if constexpr` on the arch and guarded by xsimd's
+/// `XSIMD_WITH_*`, so a baseline (SSE2) build never sees an AVX type; anything without a
+/// specialised branch takes the portable store-and-loop path, which is correct on every arch.
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include <xsimd/xsimd.hpp>
+
+#if XSIMD_WITH_SSE2 || XSIMD_WITH_AVX || XSIMD_WITH_AVX512F
+#include <immintrin.h>
+#endif
+
+namespace itscale {
+inline namespace v0 {
+namespace kernels {
+namespace simd {
+namespace detail {
+
+template <class Arch>
+using fbatch = xsimd::batch<float, Arch>;
+template <class Arch>
+using ibatch = xsimd::batch<std::int32_t, Arch>;
+template <class Arch>
+using fmask = xsimd::batch_bool<float, Arch>;
+
+template <class Arch>
+inline constexpr std::size_t lanes = fbatch<Arch>::size;
+
+template <class Arch, class Base>
+inline constexpr bool is_a = std::is_base_of_v<Base, Arch>;
+
+/// The largest lane. Once per row, so the shuffles only matter for short rows.
+template <class Arch>
+[[nodiscard]] inline float reduce_max(fbatch<Arch> x) noexcept {
+#if XSIMD_WITH_AVX512F
+  if constexpr (is_a<Arch, xsimd::avx512f>) {
+    const __m512 v = x;
+    const __m256 h = _mm256_max_ps(_mm512_castps512_ps256(v),
+                                   _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    __m128 q = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    q = _mm_max_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_max_ss(q, _mm_shuffle_ps(q, q, 1));
+    return _mm_cvtss_f32(q);
+  } else
+#endif
+#if XSIMD_WITH_AVX
+  if constexpr (is_a<Arch, xsimd::avx>) {
+    const __m256 v = x;
+    __m128 q = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    q = _mm_max_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_max_ss(q, _mm_shuffle_ps(q, q, 1));
+    return _mm_cvtss_f32(q);
+  } else
+#endif
+#if XSIMD_WITH_SSE2
+  if constexpr (is_a<Arch, xsimd::sse2>) {
+    __m128 q = x;
+    q = _mm_max_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_max_ss(q, _mm_shuffle_ps(q, q, 1));
+    return _mm_cvtss_f32(q);
+  } else
+#endif
+  {
+    alignas(64) float t[lanes<Arch>];
+    x.store_aligned(t);
+    float m = t[0];
+    for (std::size_t l = 1; l < lanes<Arch>; ++l) m = t[l] > m ? t[l] : m;
+    return m;
+  }
+}
+
+/// Bit l set when lane l of `m` is true.
+template <class Arch>
+[[nodiscard]] inline std::uint32_t movemask(fmask<Arch> m) noexcept {
+#if XSIMD_WITH_AVX512F
+  if constexpr (is_a<Arch, xsimd::avx512f>) {
+    return static_cast<std::uint32_t>(static_cast<__mmask16>(m));
+  } else
+#endif
+#if XSIMD_WITH_AVX
+  if constexpr (is_a<Arch, xsimd::avx>) {
+    return static_cast<std::uint32_t>(_mm256_movemask_ps(static_cast<__m256>(m)));
+  } else
+#endif
+#if XSIMD_WITH_SSE2
+  if constexpr (is_a<Arch, xsimd::sse2>) {
+    return static_cast<std::uint32_t>(_mm_movemask_ps(static_cast<__m128>(m)));
+  } else
+#endif
+  {
+    alignas(64) float t[lanes<Arch>];
+    xsimd::select(m, fbatch<Arch>(1.0f), fbatch<Arch>(0.0f)).store_aligned(t);
+    std::uint32_t bits = 0;
+    for (std::size_t l = 0; l < lanes<Arch>; ++l) bits |= (t[l] != 0.0f ? 1u : 0u) << l;
+    return bits;
+  }
+}
+
+#if XSIMD_WITH_AVX2
+/// For each 8-bit lane mask, the lanes to gather (selected lanes first), one byte per lane.
+inline constexpr auto avx2_compress_table = [] {
+  struct table {
+    std::uint64_t v[256];
+  } t{};
+  for (unsigned m = 0; m < 256; ++m) {
+    std::uint64_t packed = 0;
+    unsigned n = 0;
+    for (unsigned l = 0; l < 8; ++l)
+      if (m >> l & 1u) packed |= std::uint64_t{l} << (8 * n++);
+    t.v[m] = packed;
+  }
+  return t;
+}();
+#endif
+
+/// Writes the values and indices (`base + lane`) of the lanes selected by `m` to `out_v` /
+/// `out_i`, packed, and returns how many. Both outputs need room for a whole batch (lanes
+/// entries): full registers are stored, which is faster than a masked store. AVX-512 compresses
+/// into a register then stores (the memory-destination compress is microcoded and slow on AMD
+/// Zen 4/5); AVX2 permutes with a lookup table; other arches loop over the set bits.
+template <class Arch>
+inline std::size_t compress(fbatch<Arch> x, fmask<Arch> m, std::int32_t base, float* out_v,
+                            std::int32_t* out_i) noexcept {
+#if XSIMD_WITH_AVX512F
+  if constexpr (is_a<Arch, xsimd::avx512f>) {
+    const __mmask16 k = m;
+    const __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(base),
+                                         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    _mm512_storeu_ps(out_v, _mm512_maskz_compress_ps(k, x));
+    _mm512_storeu_si512(out_i, _mm512_maskz_compress_epi32(k, idx));
+    return static_cast<std::size_t>(__builtin_popcount(k));
+  } else
+#endif
+#if XSIMD_WITH_AVX2
+  if constexpr (is_a<Arch, xsimd::avx2>) {
+    const unsigned bits = movemask<Arch>(m);
+    const __m256i perm = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(avx2_compress_table.v[bits])));
+    const __m256i idx = _mm256_add_epi32(_mm256_set1_epi32(base), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    _mm256_storeu_ps(out_v, _mm256_permutevar8x32_ps(x, perm));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out_i), _mm256_permutevar8x32_epi32(idx, perm));
+    return static_cast<std::size_t>(__builtin_popcount(bits));
+  } else
+#endif
+  {
+    alignas(64) float t[lanes<Arch>];
+    x.store_aligned(t);
+    std::uint32_t bits = movemask<Arch>(m);
+    std::size_t n = 0;
+    while (bits != 0) {
+      const auto l = static_cast<unsigned>(__builtin_ctz(bits));
+      bits &= bits - 1;
+      out_v[n] = t[l];
+      out_i[n] = base + static_cast<std::int32_t>(l);
+      ++n;
+    }
+    return n;
+  }
+}
+
+/// Sum of the lanes (xsimd's `hadd`), named for symmetry with `reduce_max`.
+template <class Arch>
+[[nodiscard]] inline float reduce_add(fbatch<Arch> x) noexcept {
+  return xsimd::hadd(x);
+}
+
+}  // namespace detail
+}  // namespace simd
+}  // namespace kernels
+}  // namespace v0
+}  // namespace itscale

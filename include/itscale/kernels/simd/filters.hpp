@@ -1,0 +1,124 @@
+#pragma once
+/// \file simd/filters.hpp
+/// SIMD truncation filters for sampling, templated on the xsimd arch: masking below a logit
+/// threshold (min-p needs no exp: threshold = max + ln p) and top-p without sorting the
+/// vocabulary. Semantics: see the public `kernels/filters.hpp`.
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "itscale/kernels/simd/select.hpp"
+
+namespace itscale {
+inline namespace v0 {
+namespace kernels {
+namespace simd {
+
+/// Sets every entry `< threshold` to -inf; returns how many entries are left `> -inf`.
+template <class Arch>
+std::size_t mask_below(std::span<float> row, float threshold) noexcept {
+  using B = detail::fbatch<Arch>;
+  constexpr std::size_t L = detail::lanes<Arch>;
+  const B tb(threshold), ninf(detail::neg_inf);
+  float* p = row.data();
+  const std::size_t n = row.size();
+  std::size_t i = 0;
+  for (; i + L <= n; i += L) {
+    const B x = B::load_unaligned(p + i);
+    xsimd::select(x < tb, ninf, x).store_unaligned(p + i);
+  }
+  for (; i < n; ++i)
+    if (p[i] < threshold) p[i] = detail::neg_inf;
+  return count_unmasked<Arch>(row);
+}
+
+/// The min-p logit threshold max + ln(p): a token's probability is >= p * max probability exactly
+/// when its logit is >= this (up to the rounding of one addition). `-inf` for p = 0.
+template <class Arch>
+[[nodiscard]] float min_p_threshold(std::span<const float> row, float p) noexcept {
+  return max<Arch>(row) + std::log(p);
+}
+
+/// Top-p: keeps the smallest rank-prefix (larger logit first; equal logits: lower index first)
+/// whose probability mass reaches `p` of the total, masks the rest (-inf); returns how many are
+/// kept. `keys`: scratch for the tokens of one histogram bin, `row.size()` entries always suffice
+/// (typically a few hundred are used). Preconditions: 0 < p <= 1, no NaN or +inf, some entry > -inf.
+///
+/// No sort of the vocabulary: pass 1 max; pass 2 exp and a 1024-bin histogram of mass over
+/// (max - logit) in [0, 32) (one overflow bin beyond); the bin where the cumulative mass crosses
+/// p * total is the only one whose tokens are collected and sorted; pass 3 masks.
+template <class Arch>
+std::size_t top_p_mask(std::span<float> row, double p, std::span<std::uint64_t> keys) noexcept {
+  using B = detail::fbatch<Arch>;
+  using I = detail::ibatch<Arch>;
+  constexpr std::size_t L = detail::lanes<Arch>;
+  constexpr int bins = 1024;
+  constexpr float range = 32.0f;
+  const std::size_t n = row.size();
+  const float m = max<Arch>(row);
+  double mass[bins + 1] = {};
+  const B mb(m), scale(static_cast<float>(bins) / range), top(static_cast<float>(bins));
+  alignas(64) float e[L];
+  alignas(64) std::int32_t bi[L];
+  const auto bin_of = [&](B x) { return xsimd::batch_cast<std::int32_t>(xsimd::min((mb - x) * scale, top)); };
+  double total = 0;
+  for (std::size_t i = 0; i < n; i += L) {
+    const std::size_t len = i + L <= n ? L : n - i;
+    const B x = len == L ? B::load_unaligned(row.data() + i) : detail::load_tail<Arch>(row.data() + i, len, detail::neg_inf);
+    xsimd::exp(x - mb).store_aligned(e);
+    bin_of(x).store_aligned(bi);
+    for (std::size_t l = 0; l < len; ++l) mass[static_cast<std::size_t>(bi[l])] += static_cast<double>(e[l]);
+  }
+  for (double v : mass) total += v;
+  const double target = p * total;
+  double before = 0;
+  int cut = 0;
+  while (cut < bins && before + mass[cut] < target) before += mass[cut++];
+  // Collect the crossing bin's tokens, best first.
+  std::size_t c = 0, kept_above = 0;
+  for (std::size_t i = 0; i < n; i += L) {
+    const std::size_t len = i + L <= n ? L : n - i;
+    const B x = len == L ? B::load_unaligned(row.data() + i) : detail::load_tail<Arch>(row.data() + i, len, detail::neg_inf);
+    const I b = bin_of(x);
+    const auto in = b == I(cut);
+    kept_above += static_cast<std::size_t>(xsimd::hadd(xsimd::select(b < I(cut), I(1), I(0))));
+    if (xsimd::any(in)) {
+      b.store_aligned(bi);
+      for (std::size_t l = 0; l < len; ++l)
+        if (bi[l] == cut && row[i + l] > detail::neg_inf)
+          keys[c++] = detail::rank_key(row[i + l], static_cast<std::uint32_t>(i + l));
+    }
+  }
+  std::sort(keys.begin(), keys.begin() + static_cast<std::ptrdiff_t>(c), detail::key_greater<Arch>{});
+  // The first token of the bin whose inclusion reaches the target is the last one kept.
+  std::size_t j = 0;
+  double acc = before;
+  for (; j < c; ++j) {
+    acc += static_cast<double>(xsimd::exp(B(detail::rank_value(keys[j])) - mb).get(0));
+    if (acc >= target) break;
+  }
+  if (j == c) j = c == 0 ? 0 : c - 1;  // rounding: keep the whole bin
+  if (c == 0) return count_unmasked<Arch>(row);  // nothing to cut (cannot happen with p <= 1)
+  const float tau = detail::rank_value(keys[j]);
+  const std::uint32_t last_index = detail::rank_index(keys[j]);
+  // Mask below tau, and tau itself after the last kept index.
+  const B tb(tau), ninf(detail::neg_inf);
+  float* q = row.data();
+  std::size_t i = 0;
+  for (; i + L <= n; i += L) {
+    const B x = B::load_unaligned(q + i);
+    xsimd::select(x < tb, ninf, x).store_unaligned(q + i);
+  }
+  for (; i < n; ++i)
+    if (q[i] < tau) q[i] = detail::neg_inf;
+  for (std::size_t t = last_index + 1; (t = find_first_equal<Arch>(row, tau, t)) != npos; ++t) q[t] = detail::neg_inf;
+  return kept_above + j + 1;
+}
+
+}  // namespace simd
+}  // namespace kernels
+}  // namespace v0
+}  // namespace itscale

@@ -1,0 +1,206 @@
+#pragma once
+/// \file simd/reduce.hpp
+/// SIMD reductions over one row, templated on the xsimd arch (`itscale::kernels::simd::X<Arch>`):
+/// max, argmax, logsumexp (also over many rows), find_invalid, count_unmasked, and the exp-sum
+/// pass that softmax, logsumexp and sampling share. `noexcept`, no allocation. Semantics are those
+/// of the scalar reference in `kernels/reference/reduce.hpp`; see the public `kernels/reduce.hpp`.
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+
+#include "itscale/kernels/kernel_types.hpp"
+#include "itscale/kernels/simd/arch.hpp"
+
+namespace itscale {
+inline namespace v0 {
+namespace kernels {
+namespace simd {
+
+namespace detail {
+
+inline constexpr float neg_inf = -std::numeric_limits<float>::infinity();
+inline constexpr float pos_inf = std::numeric_limits<float>::infinity();
+
+/// Loads the `n < lanes` trailing entries at `p`, the other lanes set to `fill`.
+template <class Arch>
+[[nodiscard]] inline fbatch<Arch> load_tail(const float* p, std::size_t n, float fill) noexcept {
+  alignas(64) float t[lanes<Arch>];
+  for (std::size_t l = 0; l < lanes<Arch>; ++l) t[l] = l < n ? p[l] : fill;
+  return fbatch<Arch>::load_aligned(t);
+}
+
+/// Stores the first `n < lanes` lanes of `x` to `p`.
+template <class Arch>
+inline void store_tail(fbatch<Arch> x, float* p, std::size_t n) noexcept {
+  alignas(64) float t[lanes<Arch>];
+  x.store_aligned(t);
+  for (std::size_t l = 0; l < n; ++l) p[l] = t[l];
+}
+
+/// sum over the row of exp(x - m), optionally storing every exp to `out` (may alias `row`).
+/// Float lanes, four accumulators, flushed into a double every 64 iterations: each lane adds at
+/// most 64 terms in float, so the sum's relative error stays ~1e-7 at any row length.
+template <class Arch>
+[[nodiscard]] inline double exp_sum(std::span<const float> row, float m, float* out) noexcept {
+  using B = fbatch<Arch>;
+  constexpr std::size_t L = lanes<Arch>;
+  const B mb(m);
+  const float* p = row.data();
+  const std::size_t n = row.size();
+  double total = 0;
+  std::size_t i = 0;
+  while (i + 4 * L <= n) {
+    B a0(0.0f), a1(0.0f), a2(0.0f), a3(0.0f);
+    const std::size_t stop = n - (n - i) % (4 * L);
+    const std::size_t block_end = i + 64 * 4 * L < stop ? i + 64 * 4 * L : stop;
+    for (; i < block_end; i += 4 * L) {
+      const B e0 = xsimd::exp(B::load_unaligned(p + i) - mb);
+      const B e1 = xsimd::exp(B::load_unaligned(p + i + L) - mb);
+      const B e2 = xsimd::exp(B::load_unaligned(p + i + 2 * L) - mb);
+      const B e3 = xsimd::exp(B::load_unaligned(p + i + 3 * L) - mb);
+      if (out) {
+        e0.store_unaligned(out + i);
+        e1.store_unaligned(out + i + L);
+        e2.store_unaligned(out + i + 2 * L);
+        e3.store_unaligned(out + i + 3 * L);
+      }
+      a0 += e0;
+      a1 += e1;
+      a2 += e2;
+      a3 += e3;
+    }
+    total += static_cast<double>(reduce_add<Arch>((a0 + a1) + (a2 + a3)));
+  }
+  B a(0.0f);
+  for (; i + L <= n; i += L) {
+    const B e = xsimd::exp(B::load_unaligned(p + i) - mb);
+    if (out) e.store_unaligned(out + i);
+    a += e;
+  }
+  if (i < n) {
+    const B e = xsimd::exp(load_tail<Arch>(p + i, n - i, neg_inf) - mb);  // exp(-inf) = 0
+    if (out) store_tail<Arch>(e, out + i, n - i);
+    a += e;
+  }
+  return total + static_cast<double>(reduce_add<Arch>(a));
+}
+
+}  // namespace detail
+
+/// The largest value; `-inf` for an empty row. Precondition: no NaN.
+template <class Arch>
+[[nodiscard]] float max(std::span<const float> row) noexcept {
+  using B = detail::fbatch<Arch>;
+  constexpr std::size_t L = detail::lanes<Arch>;
+  const float* p = row.data();
+  const std::size_t n = row.size();
+  B m0(detail::neg_inf), m1(detail::neg_inf), m2(detail::neg_inf), m3(detail::neg_inf);
+  std::size_t i = 0;
+  for (; i + 4 * L <= n; i += 4 * L) {
+    m0 = xsimd::max(m0, B::load_unaligned(p + i));
+    m1 = xsimd::max(m1, B::load_unaligned(p + i + L));
+    m2 = xsimd::max(m2, B::load_unaligned(p + i + 2 * L));
+    m3 = xsimd::max(m3, B::load_unaligned(p + i + 3 * L));
+  }
+  for (; i + L <= n; i += L) m0 = xsimd::max(m0, B::load_unaligned(p + i));
+  if (i < n) m1 = xsimd::max(m1, detail::load_tail<Arch>(p + i, n - i, detail::neg_inf));
+  return detail::reduce_max<Arch>(xsimd::max(xsimd::max(m0, m1), xsimd::max(m2, m3)));
+}
+
+/// Index of the first entry equal to `v` at or after `from`, or `npos`.
+template <class Arch>
+[[nodiscard]] std::size_t find_first_equal(std::span<const float> row, float v, std::size_t from = 0) noexcept {
+  using B = detail::fbatch<Arch>;
+  constexpr std::size_t L = detail::lanes<Arch>;
+  const B vb(v);
+  const float* p = row.data();
+  const std::size_t n = row.size();
+  std::size_t i = from;
+  for (; i + L <= n; i += L) {
+    const std::uint32_t bits = detail::movemask<Arch>(B::load_unaligned(p + i) == vb);
+    if (bits != 0) return i + static_cast<std::size_t>(__builtin_ctz(bits));
+  }
+  for (; i < n; ++i)
+    if (p[i] == v) return i;
+  return npos;
+}
+
+/// Index of the largest value, ties to the lowest index; `npos` for an empty row. Two passes
+/// (max, then the first lane equal to it): both run at load speed, faster than carrying indices.
+/// Precondition: no NaN.
+template <class Arch>
+[[nodiscard]] std::size_t argmax(std::span<const float> row) noexcept {
+  if (row.empty()) return npos;
+  return find_first_equal<Arch>(row, max<Arch>(row));
+}
+
+/// log(sum(exp(row))) as max + log(sum exp(row - max)); `-inf` for an empty or fully masked row,
+/// `+inf` if an entry is `+inf`. Two passes (max, then exp-sum): a fused online max+sum needs a
+/// second exp or a rescale per element, which costs more than re-reading a row that is in L1/L2.
+template <class Arch>
+[[nodiscard]] float logsumexp(std::span<const float> row) noexcept {
+  const float m = max<Arch>(row);
+  if (m == detail::neg_inf || m == detail::pos_inf) return m;
+  return m + static_cast<float>(std::log(detail::exp_sum<Arch>(row, m, nullptr)));
+}
+
+/// logsumexp of each of `out.size()` consecutive rows of `vocab` entries in `rows`.
+/// Precondition: `rows.size() == out.size() * vocab`.
+template <class Arch>
+void logsumexp_rows(std::span<const float> rows, std::size_t vocab, std::span<float> out) noexcept {
+  for (std::size_t r = 0; r < out.size(); ++r) out[r] = logsumexp<Arch>(rows.subspan(r * vocab, vocab));
+}
+
+/// Index of the first NaN or `+inf`, or `npos`. One compare per batch: `!(x < +inf)` holds
+/// exactly for NaN and +inf.
+template <class Arch>
+[[nodiscard]] std::size_t find_invalid(std::span<const float> row) noexcept {
+  using B = detail::fbatch<Arch>;
+  constexpr std::size_t L = detail::lanes<Arch>;
+  const B inf(detail::pos_inf);
+  const float* p = row.data();
+  const std::size_t n = row.size();
+  std::size_t i = 0;
+  for (; i + 4 * L <= n; i += 4 * L) {
+    const auto ok = (B::load_unaligned(p + i) < inf) && (B::load_unaligned(p + i + L) < inf) &&
+                    (B::load_unaligned(p + i + 2 * L) < inf) && (B::load_unaligned(p + i + 3 * L) < inf);
+    if (!xsimd::all(ok)) break;
+  }
+  for (; i + L <= n; i += L) {
+    const std::uint32_t bad = ~detail::movemask<Arch>(B::load_unaligned(p + i) < inf) & ((1u << L) - 1u);
+    if (bad != 0) return i + static_cast<std::size_t>(__builtin_ctz(bad));
+  }
+  for (; i < n; ++i)
+    if (!(p[i] < detail::pos_inf)) return i;
+  return npos;
+}
+
+/// Number of entries `> -inf`.
+template <class Arch>
+[[nodiscard]] std::size_t count_unmasked(std::span<const float> row) noexcept {
+  using B = detail::fbatch<Arch>;
+  constexpr std::size_t L = detail::lanes<Arch>;
+  const B ninf(detail::neg_inf), one(1.0f), zero(0.0f);
+  const float* p = row.data();
+  const std::size_t n = row.size();
+  std::size_t total = 0;
+  std::size_t i = 0;
+  while (i + L <= n) {
+    // Float lane counters are exact up to 2^24: flushed every 2^20 batches.
+    B c(0.0f);
+    const std::size_t stop = n - (n - i) % L;
+    const std::size_t block_end = i + (std::size_t{1} << 20) * L < stop ? i + (std::size_t{1} << 20) * L : stop;
+    for (; i < block_end; i += L) c += xsimd::select(B::load_unaligned(p + i) > ninf, one, zero);
+    total += static_cast<std::size_t>(xsimd::hadd(c));
+  }
+  for (; i < n; ++i) total += p[i] > detail::neg_inf ? 1u : 0u;
+  return total;
+}
+
+}  // namespace simd
+}  // namespace kernels
+}  // namespace v0
+}  // namespace itscale

@@ -1,0 +1,337 @@
+#pragma once
+/// \file simd/select.hpp
+/// SIMD selection kernels templated on the xsimd arch: top-k (values + indices, sorted, ties to
+/// the lower index), the k-th largest value, and the top m over several rows with a per-row
+/// affine shift (beam search's candidate selection). `noexcept`, no allocation. Semantics: see
+/// the public `kernels/top_k.hpp` and `kernels/beam_select.hpp`.
+///
+/// Small k: one-pass threshold filter. Each batch is compared with the running k-th best value;
+/// the rare survivors are compressed into a buffer of 64-bit keys (order-preserving float bits
+/// above, the complemented index below, so "larger key" is exactly "ranks higher"); when the
+/// buffer fills, an nth_element keeps the best k and raises the threshold. On typical logits the
+/// threshold climbs within a few hundred entries and the loop runs at the speed of a max pass.
+/// Worst case (ascending input) every entry survives and each re-selection is amortised over
+/// capacity - k new entries: O(V) still.
+///
+/// Large k: radix select on the order-preserving float bits (three histogram passes of 11, 11 and
+/// 10 bits) finds the k-th key exactly; one more pass collects the winners; they are sorted.
+
+#include <algorithm>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "itscale/kernels/kernel_types.hpp"
+#include "itscale/kernels/simd/reduce.hpp"
+
+namespace itscale {
+inline namespace v0 {
+namespace kernels {
+namespace simd {
+
+/// Entries of the on-stack candidate buffer the scratch-less overloads use; the filter path is
+/// taken for k <= `filter_max_k`.
+inline constexpr std::size_t stack_buffer_keys = 4096;
+inline constexpr std::size_t filter_max_k = 1024;
+
+namespace detail {
+
+/// Order-preserving unsigned image of a non-NaN float (-0 and +0 map to the same key, as they
+/// compare equal).
+[[nodiscard]] inline std::uint32_t order_key(float v) noexcept {
+  const auto u = std::bit_cast<std::uint32_t>(v + 0.0f);  // -0 + 0 = +0
+  return (u >> 31) != 0 ? ~u : (u | 0x80000000u);
+}
+[[nodiscard]] inline float from_order_key(std::uint32_t k) noexcept {
+  return std::bit_cast<float>((k >> 31) != 0 ? (k & 0x7FFFFFFFu) : ~k);
+}
+/// Larger key = ranks higher: larger value, then lower index.
+[[nodiscard]] inline std::uint64_t rank_key(float v, std::uint32_t index) noexcept {
+  return std::uint64_t{order_key(v)} << 32 | (0xFFFFFFFFu - index);
+}
+[[nodiscard]] inline std::uint32_t rank_index(std::uint64_t key) noexcept {
+  return 0xFFFFFFFFu - static_cast<std::uint32_t>(key);
+}
+[[nodiscard]] inline float rank_value(std::uint64_t key) noexcept {
+  return from_order_key(static_cast<std::uint32_t>(key >> 32));
+}
+
+/// Comparators are templates on Arch so that std::sort / std::nth_element instantiated in
+/// translation units compiled with different -m flags are different functions.
+template <class Arch>
+struct key_greater {
+  bool operator()(std::uint64_t a, std::uint64_t b) const noexcept { return a > b; }
+};
+
+/// The running state of a threshold filter: the best `k` of everything seen so far are among
+/// `buf[0, n)`; an entry can only enter if its score is `> thr`.
+template <class Arch>
+struct topk_filter {
+  std::uint64_t* buf;
+  std::size_t cap;  // >= k + 4 * lanes
+  std::size_t k;
+  std::size_t n = 0;
+  float thr = neg_inf;
+
+  void reselect() noexcept {
+    if (n < k) return;
+    std::nth_element(buf, buf + (k - 1), buf + n, key_greater<Arch>{});
+    n = k;
+    thr = rank_value(buf[k - 1]);
+  }
+
+  void push(fbatch<Arch> v, fmask<Arch> m, std::int32_t base) noexcept {
+    alignas(64) float tv[lanes<Arch>];
+    alignas(64) std::int32_t ti[lanes<Arch>];
+    const std::size_t c = compress<Arch>(v, m, base, tv, ti);
+    for (std::size_t j = 0; j < c; ++j) buf[n++] = rank_key(tv[j], static_cast<std::uint32_t>(ti[j]));
+    if (n + lanes<Arch> > cap) reselect();
+  }
+
+  /// Feeds `count` entries starting at `p`, scored `(x - sub) + add`, with flat indices from
+  /// `base`. Entries scoring -inf or NaN never enter.
+  void feed(const float* p, std::size_t count, std::int32_t base, float sub, float add) noexcept {
+    using B = fbatch<Arch>;
+    constexpr std::size_t L = lanes<Arch>;
+    const B sb(sub), ab(add);
+    const bool shifted = !(sub == 0.0f && add == 0.0f);
+    const auto score = [&](B x) { return shifted ? (x - sb) + ab : x; };
+    std::size_t i = 0;
+    B tb(thr);
+    for (; i + 4 * L <= count; i += 4 * L) {
+      const B v0 = score(B::load_unaligned(p + i)), v1 = score(B::load_unaligned(p + i + L));
+      const B v2 = score(B::load_unaligned(p + i + 2 * L)), v3 = score(B::load_unaligned(p + i + 3 * L));
+      if (!xsimd::any(xsimd::max(xsimd::max(v0, v1), xsimd::max(v2, v3)) > tb)) continue;
+      const B vs[4] = {v0, v1, v2, v3};
+      for (std::size_t j = 0; j < 4; ++j) {
+        const auto m = vs[j] > tb;
+        if (xsimd::any(m)) {
+          push(vs[j], m, base + static_cast<std::int32_t>(i + j * L));
+          tb = B(thr);
+        }
+      }
+    }
+    for (; i + L <= count; i += L) {
+      const B v = score(B::load_unaligned(p + i));
+      const auto m = v > tb;
+      if (xsimd::any(m)) {
+        push(v, m, base + static_cast<std::int32_t>(i));
+        tb = B(thr);
+      }
+    }
+    if (i < count) {
+      const B v = score(load_tail<Arch>(p + i, count - i, neg_inf));
+      const auto m = v > tb;
+      if (xsimd::any(m)) push(v, m, base + static_cast<std::int32_t>(i));
+    }
+  }
+
+  /// Leaves the best min(n, k) keys sorted best first in buf[0, result).
+  std::size_t finish() noexcept {
+    reselect();
+    std::sort(buf, buf + n, key_greater<Arch>{});
+    return n;
+  }
+};
+
+/// The k-th largest order key of `row` (1 <= k <= row.size()) by radix select.
+template <class Arch>
+[[nodiscard]] std::uint32_t kth_order_key(std::span<const float> row, std::size_t k) noexcept {
+  std::uint32_t hist[2048];
+  std::uint32_t prefix = 0, mask = 0;
+  std::size_t rank = k;
+  constexpr unsigned shifts[3] = {21, 10, 0};
+  constexpr std::uint32_t widths[3] = {2048, 2048, 1024};
+  for (int level = 0; level < 3; ++level) {
+    const unsigned sh = shifts[level];
+    const std::uint32_t w = widths[level];
+    std::fill(hist, hist + w, 0u);
+    for (float x : row) {
+      const std::uint32_t key = order_key(x);
+      if ((key & mask) == prefix) ++hist[(key >> sh) & (w - 1)];
+    }
+    std::size_t cum = 0;
+    std::uint32_t b = w - 1;
+    for (;; --b) {
+      if (cum + hist[b] >= rank || b == 0) break;
+      cum += hist[b];
+    }
+    rank -= cum;
+    prefix |= b << sh;
+    mask |= (w - 1) << sh;
+  }
+  return prefix;
+}
+
+template <class Arch>
+struct index_ranks_above {
+  const float* row;
+  bool operator()(token_id a, token_id b) const noexcept {
+    const float va = row[static_cast<std::size_t>(a)], vb = row[static_cast<std::size_t>(b)];
+    return va > vb || (va == vb && a < b);
+  }
+};
+
+/// Top-k by radix select: any k, no buffer beyond the outputs.
+template <class Arch>
+void top_k_radix(std::span<const float> row, std::span<token_id> indices, std::span<float> values) noexcept {
+  const std::size_t k = indices.size();
+  const std::uint32_t kth = kth_order_key<Arch>(row, k);
+  std::size_t c = 0;
+  for (std::size_t i = 0; i < row.size(); ++i)
+    if (order_key(row[i]) > kth) indices[c++] = static_cast<token_id>(i);
+  for (std::size_t i = 0; i < row.size() && c < k; ++i)
+    if (order_key(row[i]) == kth) indices[c++] = static_cast<token_id>(i);
+  std::sort(indices.begin(), indices.end(), index_ranks_above<Arch>{row.data()});
+  for (std::size_t j = 0; j < k; ++j) values[j] = row[static_cast<std::size_t>(indices[j])];
+}
+
+/// Top-k by the threshold filter into `buf` (size >= k + 4 * lanes; 2k + 4 * lanes or more keeps
+/// it O(V) on adversarial input).
+template <class Arch>
+void top_k_filter(std::span<const float> row, std::span<token_id> indices, std::span<float> values,
+                  std::span<std::uint64_t> buf) noexcept {
+  const std::size_t k = indices.size();
+  topk_filter<Arch> f{buf.data(), buf.size(), k};
+  f.feed(row.data(), row.size(), 0, 0.0f, 0.0f);
+  std::size_t got = f.finish();
+  for (std::size_t j = 0; j < got; ++j) indices[j] = static_cast<token_id>(rank_index(buf[j]));
+  // Fewer than k entries are > -inf: the rest are the first -inf entries, in index order.
+  for (std::size_t i = 0; got < k && i < row.size(); ++i)
+    if (row[i] == neg_inf) indices[got++] = static_cast<token_id>(i);
+  for (std::size_t j = 0; j < k; ++j) values[j] = row[static_cast<std::size_t>(indices[j])];
+}
+
+}  // namespace detail
+
+/// Writes the `k = indices.size()` highest-ranked entries (larger value; equal values: lower
+/// index) best first. Preconditions: `1 <= k <= row.size()`, `values.size() == k`, no NaN,
+/// `row.size() < 2^31`. `scratch`: used for the threshold filter when it holds at least
+/// `2 * k + 64` keys; otherwise the kernel uses a 32 KiB stack buffer for k <= 1024 and radix
+/// select above.
+template <class Arch>
+void top_k(std::span<const float> row, std::span<token_id> indices, std::span<float> values,
+           std::span<std::uint64_t> scratch = {}) noexcept {
+  const std::size_t k = indices.size();
+  if (scratch.size() >= 2 * k + 64) return detail::top_k_filter<Arch>(row, indices, values, scratch);
+  if (k <= filter_max_k) {
+    std::uint64_t buf[stack_buffer_keys];
+    return detail::top_k_filter<Arch>(row, indices, values, buf);
+  }
+  detail::top_k_radix<Arch>(row, indices, values);
+}
+
+/// The k-th largest value (1 <= k <= row.size()); -0 and +0 are the same value (+0 is returned).
+/// Precondition: no NaN.
+template <class Arch>
+[[nodiscard]] float kth_largest(std::span<const float> row, std::size_t k) noexcept {
+  if (k <= filter_max_k) {
+    std::uint64_t buf[stack_buffer_keys];
+    detail::topk_filter<Arch> f{buf, stack_buffer_keys, k};
+    f.feed(row.data(), row.size(), 0, 0.0f, 0.0f);
+    f.reselect();
+    if (f.n == k) return detail::rank_value(buf[k - 1]);
+    return detail::neg_inf;  // fewer than k entries > -inf
+  }
+  return detail::from_order_key(detail::kth_order_key<Arch>(row, k));
+}
+
+namespace detail {
+
+/// The shared body of `top_k_rows` and `beam_select`: `shift(r)` gives row r's (sub, add) once,
+/// in row order, right before the row is scanned.
+template <class Arch, class Shift>
+std::size_t select_rows(std::span<const std::span<const float>> rows, Shift shift,
+                        std::span<row_candidate> out) noexcept {
+  const std::size_t m = out.size();
+  if (m == 0) return 0;
+  if (m <= filter_max_k) {
+    std::uint64_t buf[stack_buffer_keys];
+    topk_filter<Arch> f{buf, stack_buffer_keys, m};
+    std::size_t base = 0;
+    for (std::size_t r = 0; r < rows.size(); ++r) {
+      const auto [sub, add] = shift(r);
+      f.feed(rows[r].data(), rows[r].size(), static_cast<std::int32_t>(base), sub, add);
+      base += rows[r].size();
+    }
+    const std::size_t got = f.finish();
+    for (std::size_t j = 0; j < got; ++j) {
+      std::size_t flat = rank_index(buf[j]);
+      std::uint32_t r = 0;
+      while (flat >= rows[r].size()) flat -= rows[r++].size();
+      // The key holds the score exactly (a -0 score reads back as +0, an equal value).
+      out[j] = {rank_value(buf[j]), r, static_cast<token_id>(flat)};
+    }
+    return got;
+  }
+  // Rare: a very wide selection. A min-heap on rank kept in `out`.
+  const auto worse_first = [](const row_candidate& a, const row_candidate& b) {
+    if (a.score != b.score) return a.score > b.score;
+    return a.row != b.row ? a.row < b.row : a.token < b.token;
+  };
+  std::size_t n = 0;
+  for (std::size_t r = 0; r < rows.size(); ++r) {
+    const auto [sub, add] = shift(r);
+    for (std::size_t t = 0; t < rows[r].size(); ++t) {
+      const float v = (rows[r][t] - sub) + add;
+      if (!(v > neg_inf)) continue;
+      const row_candidate c{v, static_cast<std::uint32_t>(r), static_cast<token_id>(t)};
+      if (n == m) {
+        if (!(v > out[0].score)) continue;
+        std::pop_heap(out.begin(), out.end(), worse_first);
+        out[m - 1] = c;
+        std::push_heap(out.begin(), out.end(), worse_first);
+      } else {
+        out[n++] = c;
+        std::push_heap(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(n), worse_first);
+      }
+    }
+  }
+  std::sort_heap(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(n), worse_first);
+  return n;
+}
+
+template <class Arch>
+struct shift_pair {
+  float sub, add;
+};
+
+}  // namespace detail
+
+/// The best `out.size()` candidates over rows r = 0..rows.size()-1, candidate (r, t) scoring
+/// `(rows[r][t] - sub[r]) + add[r]` in float; best first, equal scores to the lower (row, token).
+/// Candidates scoring -inf or NaN are never selected; returns how many were written (fewer than
+/// `out.size()` only if fewer candidates are finite). Preconditions: `sub.size() == add.size() ==
+/// rows.size()`, finite shifts; fewer than 2^31 entries in all. Never materialises the scores:
+/// only threshold survivors enter a 32 KiB stack buffer (out.size() <= 1024; wider selections
+/// keep a heap in `out`).
+template <class Arch>
+std::size_t top_k_rows(std::span<const std::span<const float>> rows, std::span<const float> sub,
+                       std::span<const float> add, std::span<row_candidate> out) noexcept {
+  return detail::select_rows<Arch>(
+      rows, [&](std::size_t r) { return detail::shift_pair<Arch>{sub[r], add[r]}; }, out);
+}
+
+/// Beam search's selection: the best `out.size()` of `(rows[r][t] - logsumexp(rows[r])) +
+/// offsets[r]` (log-softmax plus the beam's running score) without writing the log-probs: each
+/// row is read twice for its logsumexp and once by the filter, while it is hot in cache. Rows
+/// whose every entry is -inf contribute nothing. Ranking, result and preconditions as
+/// `top_k_rows` (`offsets.size() == rows.size()`).
+template <class Arch>
+std::size_t beam_select(std::span<const std::span<const float>> rows, std::span<const float> offsets,
+                        std::span<row_candidate> out) noexcept {
+  return detail::select_rows<Arch>(
+      rows,
+      [&](std::size_t r) {
+        const float lse = logsumexp<Arch>(rows[r]);
+        // A fully masked row: -inf - -inf would be NaN, which the filter skips anyway.
+        return detail::shift_pair<Arch>{lse, offsets[r]};
+      },
+      out);
+}
+
+}  // namespace simd
+}  // namespace kernels
+}  // namespace v0
+}  // namespace itscale

@@ -24,7 +24,10 @@ write_basic_package_version_file(
   ARCH_INDEPENDENT)
 install(FILES "${PROJECT_BINARY_DIR}/itscaleConfig.cmake" "${PROJECT_BINARY_DIR}/itscaleConfigVersion.cmake"
               "${PROJECT_SOURCE_DIR}/cmake/itscale_xsimd_fixup.cmake"
+              "${PROJECT_SOURCE_DIR}/cmake/itscale_dispatch.cmake"
         DESTINATION "${ITSCALE_INSTALL_CMAKEDIR}")
+# The sources itscale_enable_runtime_dispatch() adds to a consumer's target.
+install(DIRECTORY "${PROJECT_SOURCE_DIR}/cmake/dispatch" DESTINATION "${ITSCALE_INSTALL_CMAKEDIR}")
 
 # pkg-config: prefix is derived from the .pc file's own location (${pcfiledir}), so the
 # installed tree stays relocatable (`cmake --install --prefix` at install time just works).

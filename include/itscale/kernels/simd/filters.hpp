@@ -30,8 +30,10 @@ std::size_t mask_below(std::span<float> row, float threshold) noexcept {
     const B x = B::load_unaligned(p + i);
     xsimd::select(x < tb, ninf, x).store_unaligned(p + i);
   }
-  for (; i < n; ++i)
-    if (p[i] < threshold) p[i] = detail::neg_inf;
+  if (i < n) {
+    const B x = detail::load_tail<Arch>(p + i, n - i, 0.0f);
+    detail::store_tail<Arch>(xsimd::select(x < tb, ninf, x), p + i, n - i);
+  }
   return count_unmasked<Arch>(row);
 }
 
@@ -112,8 +114,10 @@ std::size_t top_p_mask(std::span<float> row, double p, std::span<std::uint64_t> 
     const B x = B::load_unaligned(q + i);
     xsimd::select(x < tb, ninf, x).store_unaligned(q + i);
   }
-  for (; i < n; ++i)
-    if (q[i] < tau) q[i] = detail::neg_inf;
+  if (i < n) {
+    const B x = detail::load_tail<Arch>(q + i, n - i, 0.0f);
+    detail::store_tail<Arch>(xsimd::select(x < tb, ninf, x), q + i, n - i);
+  }
   for (std::size_t t = last_index + 1; (t = find_first_equal<Arch>(row, tau, t)) != npos; ++t) q[t] = detail::neg_inf;
   return kept_above + j + 1;
 }

@@ -39,7 +39,7 @@ void softmax(std::span<const float> in, std::span<float> out) noexcept {
   const std::size_t n = out.size();
   std::size_t i = 0;
   for (; i + L <= n; i += L) (B::load_unaligned(p + i) * ib).store_unaligned(p + i);
-  for (; i < n; ++i) p[i] *= inv;
+  if (i < n) detail::store_tail<Arch>(detail::load_tail<Arch>(p + i, n - i, 0.0f) * ib, p + i, n - i);
 }
 
 /// out[i] = in[i] - logsumexp(in) (one subtraction per entry, so equal logits stay equal).
@@ -56,7 +56,7 @@ void log_softmax(std::span<const float> in, std::span<float> out) noexcept {
   const std::size_t n = in.size();
   std::size_t i = 0;
   for (; i + L <= n; i += L) (B::load_unaligned(p + i) - lb).store_unaligned(q + i);
-  for (; i < n; ++i) q[i] = p[i] - lse;
+  if (i < n) detail::store_tail<Arch>(detail::load_tail<Arch>(p + i, n - i, 0.0f) - lb, q + i, n - i);
 }
 
 }  // namespace simd

@@ -14,8 +14,10 @@
 //
 // Without `rows:`, one row is used over and over: hot in L2, the configuration of the goals.
 // Every benchmark reports `per_row` (seconds per row of V logits) and items = logits processed.
-// Flags (besides Google Benchmark's, e.g. --benchmark_filter=REGEX):
-//   --itscale_set=default   the configurations of ANCHORS.md, about 10 minutes with 3 repetitions
+// Flags (besides Google Benchmark's, e.g. --benchmark_filter=REGEX; --benchmark_min_time defaults
+// to 0.25 s here):
+//   --itscale_set=default   the configurations of ANCHORS.md (~230 benchmarks, under 10 minutes
+//                           with --benchmark_repetitions=3)
 //   --itscale_set=goals     only what the goals of issue 3 compare (quick)
 //   --itscale_set=full      every op x vocabulary x distribution x k (long)
 //   --itscale_list_dists    print the distribution names
@@ -40,10 +42,12 @@
 #include <string>
 #include <vector>
 
-// GCC 12 reports -Wmaybe-uninitialized inside its own avx512fintrin.h for _mm512_max_ps (the
-// _mm512_undefined_ps() pass-through of the masked builtin): a false positive, GCC bug 105593.
+// GCC 12 reports -W(maybe-)uninitialized inside its own avx512fintrin.h once AVX-512 intrinsics
+// are inlined (the intentionally undefined `__Y = __Y` pass-through): a false positive, GCC bug
+// 105593, fixed in 13.
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 #include <xsimd/xsimd.hpp>
 
@@ -58,6 +62,19 @@
 #include "itscale/processors/sampling_options.hpp"
 #include "itscale/processors/top_p.hpp"
 #include "itscale/search/beam_select.hpp"
+
+// Kernels that arrive with the SIMD work (issue 3); without them the benchmarks use what exists.
+#if __has_include("itscale/kernels/beam_select.hpp")
+#include "itscale/kernels/beam_select.hpp"
+#define ITSCALE_BENCH_HAVE_BEAM_SELECT_KERNEL 1
+#endif
+#if __has_include("itscale/kernels/dispatch.hpp")  // with it: active_arch(), gumbel_top_k
+#define ITSCALE_BENCH_HAVE_SIMD_KERNELS 1
+#endif
+#if __has_include("itscale/kernels/filters.hpp")
+#include "itscale/kernels/filters.hpp"
+#define ITSCALE_BENCH_HAVE_FILTER_KERNELS 1
+#endif
 
 #if defined(ITSCALE_BENCH_HAVE_LLAMA_CPP)
 #include <llama.h>
@@ -80,6 +97,11 @@ namespace {
 namespace ik = itscale::kernels;
 using itscale::token_id;
 constexpr float neg_inf = -std::numeric_limits<float>::infinity();
+
+// Overloads that may or may not exist yet, detected in a dependent context (F = float).
+template <class F = float>
+constexpr bool has_batched_logsumexp =
+    requires(std::span<const F> rows, std::size_t vocab, std::span<F> out) { ik::logsumexp(rows, vocab, out); };
 
 // ---------------------------------------------------------------------------------------------
 // Data
@@ -295,13 +317,14 @@ struct uniforms {
 // ---------------------------------------------------------------------------------------------
 // Benchmarks per op. Each `register_X(c)` registers c.impl for op X if that impl exists.
 
-void reg_max_pass(config c) {
+void reg_max_pass(config c, bool with_scalar = true) {
   c.op = "max_pass";
   c.impl = "simd";
   add(c, [](benchmark::State& st, const config& cf, const logits_block& b) {
     for (auto _ : st)
       for (std::size_t r = 0; r < cf.rows; ++r) benchmark::DoNotOptimize(simd_max(b.row(r)));
   });
+  if (!with_scalar) return;
   c.impl = "scalar";
   add(c, [](benchmark::State& st, const config& cf, const logits_block& b) {
     for (auto _ : st)
@@ -349,7 +372,7 @@ struct llama_sampler_ptr {
   ~llama_sampler_ptr() { llama_sampler_free(s); }
 };
 
-/// Runs the llama.cpp sampler made by `make` on every row, refilling the candidates each time.
+/// Runs the llama.cpp sampler `smpl` on every row, refilling the candidates each time.
 void llama_loop(benchmark::State& st, const config& cf, const logits_block& b, llama_sampler* smpl) {
   llama_candidates c;
   c.buf.reserve(cf.vocab);
@@ -385,7 +408,9 @@ bool topk_matches(std::span<const float> row, std::span<const token_id> ids, std
   return true;
 }
 
-void reg_topk(config c, bool with_peers = true) {
+enum class peers { all, partial_sort, none };
+
+void reg_topk(config c, peers with = peers::all) {
   c.op = "topk";
   c.impl = "itscale";
   add(c, [](benchmark::State& st, const config& cf, const logits_block& b) {
@@ -399,7 +424,7 @@ void reg_topk(config c, bool with_peers = true) {
       }
     if (!topk_matches(b.row(cf.rows - 1), ids, cf.k, true)) st.SkipWithError("itscale top_k differs from std::partial_sort");
   });
-  if (!with_peers) return;
+  if (with == peers::none) return;
   c.impl = "partial_sort";
   add(c, [](benchmark::State& st, const config& cf, const logits_block& b) {
     std::vector<token_id> ids(cf.vocab);
@@ -410,6 +435,7 @@ void reg_topk(config c, bool with_peers = true) {
         benchmark::ClobberMemory();
       }
   });
+  if (with == peers::partial_sort) return;
   c.impl = "nth_element";
   add(c, [](benchmark::State& st, const config& cf, const logits_block& b) {
     std::vector<token_id> ids(cf.vocab);
@@ -476,13 +502,32 @@ void reg_log_softmax(config c) {
   });
 }
 
+/// logsumexp of `rows` contiguous rows: the batched kernel when the library has it, else one call
+/// per row.
+template <class F = float>
+void logsumexp_rows(const logits_block& b, std::size_t rows, std::span<F> out) noexcept {
+  if constexpr (has_batched_logsumexp<F>) {
+    ik::logsumexp(std::span<const F>(b.mem.get(), rows * b.vocab), b.vocab, out.first(rows));
+  } else {
+    for (std::size_t r = 0; r < rows; ++r) out[r] = ik::logsumexp(b.row(r));
+  }
+}
+
 void reg_logsumexp(config c, bool with_scalar = true) {
   c.op = "logsumexp";
   c.impl = "itscale";
   add(c, [](benchmark::State& st, const config& cf, const logits_block& b) {
     const std::size_t rows = cf.beams ? cf.beams : cf.rows;
-    for (auto _ : st)
-      for (std::size_t r = 0; r < rows; ++r) benchmark::DoNotOptimize(ik::logsumexp(b.row(r)));
+    std::vector<float> out(rows);
+    for (auto _ : st) {
+      if (rows == 1) {
+        benchmark::DoNotOptimize(ik::logsumexp(b.row(0)));
+      } else {
+        logsumexp_rows(b, rows, std::span<float>(out));
+        benchmark::DoNotOptimize(out.data());
+        benchmark::ClobberMemory();
+      }
+    }
   });
   if (!with_scalar) return;
   c.impl = "scalar";
@@ -511,9 +556,34 @@ void processor_loop(benchmark::State& st, const config& cf, const logits_block& 
     }
 }
 
+/// Runs `f(work_row)` on a copy of every row (the copy is timed, as above).
+template <class F>
+void inplace_loop(benchmark::State& st, const config& cf, const logits_block& b, F f) {
+  std::vector<float> work(cf.vocab);
+  for (auto _ : st)
+    for (std::size_t r = 0; r < cf.rows; ++r) {
+      const auto row = b.row(r);
+      std::copy(row.begin(), row.end(), work.begin());
+      f(std::span<float>(work));
+      benchmark::DoNotOptimize(work.data());
+      benchmark::ClobberMemory();
+    }
+}
+
+/// itscale: kernels::top_p_mask (no sort of the vocabulary) when it exists, else the processor.
+/// hf_processor: itscale::top_p_filter, which reproduces HF's float32 rounding (sorts).
 void reg_top_p(config c) {
   c.op = "top_p";
+#if defined(ITSCALE_BENCH_HAVE_FILTER_KERNELS)
   c.impl = "itscale";
+  add(c, [](benchmark::State& st, const config& cf, const logits_block& b) {
+    std::vector<std::uint64_t> keys(cf.vocab);
+    inplace_loop(st, cf, b, [&](std::span<float> row) { benchmark::DoNotOptimize(ik::top_p_mask(row, cf.p, keys)); });
+  });
+  c.impl = "hf_processor";
+#else
+  c.impl = "itscale";
+#endif
   add(c, [](benchmark::State& st, const config& cf, const logits_block& b) {
     processor_loop(st, cf, b, itscale::top_p_filter(cf.p));
   });
@@ -528,7 +598,18 @@ void reg_top_p(config c) {
 
 void reg_min_p(config c) {
   c.op = "min_p";
+#if defined(ITSCALE_BENCH_HAVE_FILTER_KERNELS)
   c.impl = "itscale";
+  add(c, [](benchmark::State& st, const config& cf, const logits_block& b) {
+    const auto p = static_cast<float>(cf.p);
+    inplace_loop(st, cf, b, [p](std::span<float> row) {
+      benchmark::DoNotOptimize(ik::mask_below(row, ik::min_p_threshold(row, p)));
+    });
+  });
+  c.impl = "hf_processor";
+#else
+  c.impl = "itscale";
+#endif
   add(c, [](benchmark::State& st, const config& cf, const logits_block& b) {
     processor_loop(st, cf, b, itscale::min_p_filter(static_cast<float>(cf.p)));
   });
@@ -588,6 +669,29 @@ void reg_chain(config c) {
         benchmark::ClobberMemory();
       }
   });
+#if defined(ITSCALE_BENCH_HAVE_FILTER_KERNELS)
+  // The same chain in llama.cpp's order composed from the kernels: top_k(40) over the row, then
+  // top-p, min-p, temperature and the draw on the 40 survivors (as llama.cpp does after top_k).
+  c.impl = "itscale_kernels";
+  add(c, [](benchmark::State& st, const config& cf, const logits_block& b) {
+    constexpr std::size_t k = 40;
+    std::vector<token_id> ids(k);
+    std::vector<float> vals(k);
+    std::vector<std::uint64_t> keys(k);
+    uniforms u;
+    for (auto _ : st)
+      for (std::size_t r = 0; r < cf.rows; ++r) {
+        ik::top_k(b.row(r), ids, vals);
+        const std::span<float> v(vals);
+        ik::top_p_mask(v, 0.95, keys);
+        ik::mask_below(v, ik::min_p_threshold(v, 0.05f));
+        for (float& x : v) x /= 0.8f;
+        const std::size_t i = ik::sample_inverse_cdf(v, u.next());
+        benchmark::DoNotOptimize(ids[i]);
+        benchmark::ClobberMemory();
+      }
+  });
+#endif
 #if defined(ITSCALE_BENCH_HAVE_LLAMA_CPP)
   c.impl = "llama_cpp";
   add(c, [](benchmark::State& st, const config& cf, const logits_block& b) {
@@ -598,13 +702,34 @@ void reg_chain(config c) {
 }
 
 /// Beam selection: the best 2K of K rows of logits, each token scored beam_score[b] + log-prob,
-/// including the normalisation (logsumexp per row) and without writing K*V log-probs:
-/// kernels::logsumexp per row, then itscale::select_beam_candidates with the per-row offset
-/// score - lse. The peer `logprobs_then_select` is the write-out path (log_softmax of every row
-/// into a K*V buffer, then the same selection).
+/// including the normalisation (logsumexp per row). itscale: kernels::beam_select when it exists;
+/// `lse_then_heap` (itscale before that kernel): kernels::logsumexp per row, then
+/// itscale::select_beam_candidates (a heap) with the per-row offset score - lse, no log-prob
+/// written. The peer `logprobs_then_select` is the write-out path (log_softmax of every row into
+/// a K*V buffer, then the same selection).
 void reg_beam_select(config c) {
   c.op = "beam_select";
+#if defined(ITSCALE_BENCH_HAVE_BEAM_SELECT_KERNEL)
+  // kernels::beam_select: logsumexps and the selection fused, no log-prob written.
   c.impl = "itscale";
+  add(c, [](benchmark::State& st, const config& cf, const logits_block& b) {
+    const std::size_t K = cf.beams;
+    std::vector<std::span<const float>> rows(K);
+    std::vector<float> score(K);
+    for (std::size_t r = 0; r < K; ++r) {
+      rows[r] = b.row(r);
+      score[r] = -0.5f * static_cast<float>(r);
+    }
+    std::vector<ik::row_candidate> out(2 * K);
+    for (auto _ : st) {
+      benchmark::DoNotOptimize(ik::beam_select(rows, score, out));
+      benchmark::ClobberMemory();
+    }
+  });
+  c.impl = "lse_then_heap";  // the composition below, from before the kernel existed
+#else
+  c.impl = "itscale";
+#endif
   add(c, [](benchmark::State& st, const config& cf, const logits_block& b) {
     const std::size_t K = cf.beams;
     std::vector<std::span<const float>> rows(K);
@@ -641,6 +766,30 @@ void reg_beam_select(config c) {
       benchmark::ClobberMemory();
     }
   });
+}
+
+/// Gumbel-top-k (k samples without replacement; stochastic beam search), when the kernel exists.
+void reg_gumbel_top_k([[maybe_unused]] config c) {
+#if defined(ITSCALE_BENCH_HAVE_SIMD_KERNELS)
+  using F = float;
+  {
+    c.op = "gumbel_topk";
+    c.impl = "itscale";
+    add(c, [](benchmark::State& st, const config& cf, const logits_block& b) {
+      std::vector<token_id> ids(cf.k);
+      std::vector<F> vals(cf.k), scratch(cf.vocab);
+      const itscale::counter_rng rng(7, 0);
+      std::uint32_t step = 0;
+      for (auto _ : st)
+        for (std::size_t r = 0; r < cf.rows; ++r) {
+          ik::gumbel_top_k(std::span<const F>(b.row(r)), rng, step++, std::span<token_id>(ids), std::span<F>(vals),
+                           std::span<F>(scratch));
+          benchmark::DoNotOptimize(ids.data());
+          benchmark::ClobberMemory();
+        }
+    });
+  }
+#endif
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -684,21 +833,22 @@ void register_default() {
       for (std::size_t k : ks)
         if (k != 40) reg_topk(with_k(c, k));
     reg_softmax(c);
-    reg_log_softmax(c);
+    if (V == V0) reg_log_softmax(c);
     reg_logsumexp(c);
     reg_top_p(with_p(c, 0.9));
     if (V == V0) reg_top_p(with_p(c, 0.95));
     reg_min_p(with_p(c, 0.05));
-    reg_sample(c);
+    if (V == V0) reg_sample(c);
+    if (V == V0) reg_gumbel_top_k(with_k(c, 8));
     reg_chain(c);
   }
   // The other distributions at V = 128 256.
   for (dist d : all_dists) {
     if (d == dist::normal1) continue;
     const config c = cfg(d, V0);
-    reg_max_pass(c);
+    reg_max_pass(c, false);
     reg_topk(with_k(c, 40));
-    reg_topk(with_k(c, 1024));
+    reg_topk(with_k(c, 1024), peers::partial_sort);
     reg_softmax(c);
     reg_top_p(with_p(c, 0.9));
     reg_min_p(with_p(c, 0.05));
@@ -734,6 +884,7 @@ void register_full() {
       for (double p : {0.9, 0.95}) reg_top_p(with_p(c, p));
       reg_min_p(with_p(c, 0.05));
       reg_sample(c);
+      for (std::size_t k : {std::size_t{1}, std::size_t{8}, std::size_t{40}}) reg_gumbel_top_k(with_k(c, k));
       reg_chain(c);
     }
   for (std::size_t K : {std::size_t{4}, std::size_t{8}})
@@ -753,9 +904,27 @@ void register_full() {
   }
 }
 
+std::string kernels_arch() {
+#if defined(ITSCALE_BENCH_HAVE_SIMD_KERNELS)
+  return ik::active_arch();
+#else
+  return "scalar kernels";
+#endif
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Default --benchmark_min_time=0.25 (Google Benchmark's 0.5 s would take the default set with
+  // 3 repetitions past 10 minutes); a --benchmark_min_time given on the command line wins.
+  std::vector<char*> args(argv, argv + argc);
+  std::string min_time = "--benchmark_min_time=0.25";
+  bool has_min_time = false;
+  for (int i = 1; i < argc; ++i) has_min_time |= std::strncmp(argv[i], "--benchmark_min_time", 20) == 0;
+  if (!has_min_time) args.insert(args.begin() + 1, min_time.data());
+  args.push_back(nullptr);
+  argc = static_cast<int>(args.size()) - 1;
+  argv = args.data();
   benchmark::Initialize(&argc, argv);  // removes the --benchmark_* flags it knows
   std::string set = "default";
   for (int i = 1; i < argc; ++i) {
@@ -784,7 +953,8 @@ int main(int argc, char** argv) {
 #else
   benchmark::AddCustomContext("llama_cpp", "not built (configure with -DITSCALE_BENCH_LLAMA_CPP=ON)");
 #endif
-  benchmark::AddCustomContext("xsimd_arch", xsimd::default_arch::name());
+  benchmark::AddCustomContext("xsimd_arch", xsimd::default_arch::name());  // the SIMD max pass's
+  benchmark::AddCustomContext("itscale_kernels_arch", kernels_arch());
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

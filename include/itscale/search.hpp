@@ -38,3 +38,4 @@
 #include "itscale/search/beam_search.hpp"
 #include "itscale/search/beam_select.hpp"
 #include "itscale/search/beam_stopping.hpp"
+#include "itscale/search/diverse_beam_search.hpp"

@@ -39,3 +39,4 @@
 #include "itscale/search/beam_select.hpp"
 #include "itscale/search/beam_stopping.hpp"
 #include "itscale/search/diverse_beam_search.hpp"
+#include "itscale/search/stochastic_beam_search.hpp"

@@ -25,7 +25,7 @@ inline void mask_below_probability(std::span<float> row, float cutoff, std::size
   const std::size_t n = row.size();
   auto probs = std::span(ws.values2).first(n);
   softmax_f32(row, probs);
-  const float guard = kernels::kth_largest(row, min_keep < n ? min_keep : n, ws.values);
+  const float guard = kernels::kth_largest(row, min_keep < n ? min_keep : n);
   for (std::size_t i = 0; i < n; ++i)
     if (probs[i] < cutoff && row[i] < guard) row[i] = masked_logit;
 }

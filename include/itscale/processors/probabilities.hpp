@@ -15,6 +15,7 @@
 #include <span>
 
 #include "itscale/kernels/reduce.hpp"
+#include "itscale/kernels/reference/reduce.hpp"
 
 namespace itscale {
 inline namespace v0 {
@@ -61,7 +62,9 @@ inline void log_softmax_f32(std::span<const float> in, std::span<float> out) noe
 /// logits normalised by logsumexp, probabilities by the softmax kernel, -sum(p * logit);
 /// masked entries contribute 0. `probs` is scratch of the row's size.
 [[nodiscard]] inline float entropy_f32(std::span<const float> row, std::span<float> probs) noexcept {
-  const float lse = kernels::logsumexp(row);
+  // The double-accumulated scalar logsumexp, as torch's cascade sum: the SIMD kernel's float
+  // partial sums would move the result by an ULP. The max passes above are SIMD (exact).
+  const float lse = kernels::reference::logsumexp(row);
   softmax_f32(row, probs);
   double h = 0;
   for (std::size_t i = 0; i < row.size(); ++i)

@@ -11,7 +11,7 @@
 #include <string>
 
 #include "itscale/core/errors.hpp"
-#include "itscale/kernels/reduce.hpp"
+#include "itscale/kernels/reference/reduce.hpp"
 #include "itscale/kernels/top_k.hpp"
 #include "itscale/processors/probabilities.hpp"
 #include "itscale/processors/processor.hpp"
@@ -38,7 +38,7 @@ class top_h_filter {
     kernels::top_k(row, ids, vals);
     // torch's Categorical over the candidates: logits normalised by logsumexp, probabilities by
     // the float32 softmax kernel, entropy = -sum(logit * p).
-    const float lse = kernels::logsumexp(vals);
+    const float lse = kernels::reference::logsumexp(vals);  // torch-like double sum (100 values)
     for (float& v : vals) v -= lse;
     auto probs = std::span(ctx.ws->values2).first(m);
     detail::softmax_f32(vals, probs);

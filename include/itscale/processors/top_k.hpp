@@ -9,6 +9,7 @@
 #include <string>
 
 #include "itscale/core/errors.hpp"
+#include "itscale/kernels/filters.hpp"
 #include "itscale/kernels/top_k.hpp"
 #include "itscale/processors/processor.hpp"
 
@@ -25,12 +26,11 @@ class top_k_filter {
     if (min_tokens_to_keep == 0) throw invalid_option("itscale: min_tokens_to_keep must be >= 1, got 0");
   }
 
-  void apply(std::span<float> row, const step_context& ctx) const noexcept {
+  void apply(std::span<float> row, const step_context& /*ctx*/) const noexcept {
     const std::size_t k = std::min(k_, row.size());
     if (k == row.size()) return;
-    const float kth = kernels::kth_largest(row, k, ctx.ws->values);
-    for (float& x : row)
-      if (x < kth) x = masked_logit;
+    // SIMD selection (threshold filter / radix select) and masking: exact, so HF's result.
+    kernels::mask_below(row, kernels::kth_largest(row, k));
   }
 
   [[nodiscard]] std::size_t k() const noexcept { return k_; }

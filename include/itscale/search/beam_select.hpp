@@ -14,6 +14,8 @@
 #include <vector>
 
 #include "itscale/core/types.hpp"
+#include "itscale/kernels/beam_select.hpp"
+#include "itscale/kernels/reduce.hpp"
 
 namespace itscale {
 inline namespace v0 {
@@ -36,35 +38,32 @@ struct beam_candidate {
 /// continuation by token `t` scores `base[b] + rows[b][t]` in float, best first (see
 /// `candidate_ranks_above`). Candidates scoring `-inf` (masked tokens) or NaN are never selected, so
 /// `out` may hold fewer than `m`. Precondition: `rows.size() == base.size()`. Allocates only if
-/// `out` lacks capacity `m`. O(beams * vocab + m log m).
+/// `out` lacks capacity `m` (or m > 1024). O(beams * vocab) at about the speed of a max pass: the
+/// SIMD threshold filter `kernels::top_k_rows` never writes the beams * vocab scores.
 inline void select_beam_candidates(std::span<const std::span<const float>> rows, std::span<const float> base,
                                    std::size_t m, std::vector<beam_candidate>& out) {
   assert(rows.size() == base.size());
   out.clear();
   if (m == 0) return;
   out.reserve(m);
-  constexpr float neg_inf = -std::numeric_limits<float>::infinity();
-  // A min-heap on rank keeps the worst of the current best m at the front; rows are scanned in
-  // flat-index order, so a later equal score never outranks the front and `>` suffices.
-  const auto worse_first = [](const beam_candidate& a, const beam_candidate& b) { return candidate_ranks_above(a, b); };
-  for (std::size_t b = 0; b < rows.size(); ++b) {
-    const auto row = rows[b];
-    const float s = base[b];
-    const auto beam = static_cast<std::uint32_t>(b);
-    for (std::size_t t = 0; t < row.size(); ++t) {
-      const float v = s + row[t];
-      if (out.size() == m) {
-        if (!(v > out.front().score)) continue;
-        std::pop_heap(out.begin(), out.end(), worse_first);
-        out.back() = {v, beam, static_cast<token_id>(t)};
-        std::push_heap(out.begin(), out.end(), worse_first);
-      } else if (v > neg_inf) {  // also keeps a NaN out of the heap
-        out.push_back({v, beam, static_cast<token_id>(t)});
-        std::push_heap(out.begin(), out.end(), worse_first);
-      }
-    }
+  // (x - 0) + base == base + x bit for bit (x - 0 is x, also for -0): the same scores as before.
+  constexpr std::size_t on_stack = 1024;
+  std::vector<float> zeros_heap;
+  float zeros_stack[64] = {};
+  std::span<const float> zeros(zeros_stack, rows.size() <= 64 ? rows.size() : 0);
+  if (rows.size() > 64) {
+    zeros_heap.assign(rows.size(), 0.0f);
+    zeros = zeros_heap;
   }
-  std::sort_heap(out.begin(), out.end(), worse_first);
+  kernels::row_candidate stack_buf[on_stack];
+  std::vector<kernels::row_candidate> heap_buf;
+  std::span<kernels::row_candidate> buf(stack_buf, m <= on_stack ? m : 0);
+  if (m > on_stack) {
+    heap_buf.resize(m);
+    buf = heap_buf;
+  }
+  const std::size_t got = kernels::top_k_rows(rows, zeros, base, buf);
+  for (std::size_t j = 0; j < got; ++j) out.push_back({buf[j].score, buf[j].row, buf[j].token});
 }
 
 namespace detail {
@@ -73,8 +72,7 @@ namespace detail {
 /// CPU kernel uses, so that equal and nearly equal log-probs round as they do in HF. Returns false
 /// (row untouched) when every entry is `-inf`.
 inline bool log_softmax_like_torch(std::span<float> row) noexcept {
-  float m = -std::numeric_limits<float>::infinity();
-  for (float x : row) m = x > m ? x : m;
+  const float m = kernels::max(row);  // SIMD, exact
   if (m == -std::numeric_limits<float>::infinity()) return false;
   // Float exponentials as PyTorch's kernel takes them (and twice as fast as double ones); the sum
   // is kept in double because a row can hold 10^5+ terms.

@@ -2,7 +2,7 @@
 // builds it once per arch with that arch's flags; it instantiates the arch-templated kernels with
 // xsimd::default_arch). Prints the largest error of xsimd::exp in ULP against the correctly rounded
 // float exp (double exp rounded once to float) and softmax's largest relative error against a
-// float64 softmax; exits 1 past the documented bounds, 77 when the CPU cannot run this arch.
+// float64 softmax; exits 1 past the documented bounds (2 ULP, 3e-6), 77 when the CPU cannot run this arch.
 //   exp_accuracy          every 97th float of [-87, 0] (~11 M values), the ctest run
 //   exp_accuracy --full   every float of [-87, 0] (~1.1 G values)
 
@@ -95,5 +95,5 @@ int main(int argc, char** argv) {
   }
   std::printf("%s: softmax max relative error vs float64 at V = %zu: %.3g (entries within 20 of the max), "
               "%.3g (every p >= 1e-30)\n", arch::name(), V, near, all);
-  return worst <= 1 && near < 3e-6 ? 0 : 1;
+  return worst <= 2 && near < 3e-6 ? 0 : 1;
 }

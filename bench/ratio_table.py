@@ -202,10 +202,19 @@ def goal_rows(idx, portable_runs, native_runs):
         else:
             med = statistics.median(s for s, _ in speed)
             worst = min(speed)
-            met = med >= 0.9
-            rows.append((f"portable ÷ native speed, median of {len(speed)} itscale benchmarks "
+            rows.append((f"portable ÷ native speed, median of all {len(speed)} itscale benchmarks "
                          f"(worst: {worst[1]} {fmt_ratio(worst[0])})", fmt_ratio(med), "≥ 0.9×",
-                         "met" if met else "missed"))
+                         "met" if med >= 0.9 else "missed"))
+            by_op = {}
+            for r, name in speed:
+                op, impl = name.split("/")[:2]
+                by_op.setdefault(op if impl == "itscale" else f"{op} ({impl})", []).append(r)
+            for op in sorted(by_op, key=lambda o: (OP_ORDER.index(o.split()[0]) if o.split()[0] in OP_ORDER
+                                                   else len(OP_ORDER), o)):
+                m = statistics.median(by_op[op])
+                rows.append((f"portable ÷ native speed, {op} (median of {len(by_op[op])}, "
+                             f"range {fmt_ratio(min(by_op[op]))}–{fmt_ratio(max(by_op[op]))})", fmt_ratio(m),
+                             "≥ 0.9×", "met" if m >= 0.9 else "missed"))
     lines = ["| goal (V = 128 256, normal σ=1, one hot row) | measured | target | status |",
              "|---|---:|---:|---|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]

@@ -12,8 +12,14 @@
 /// Rows are not bit-identical across batch compositions: the matrix kernels Eigen picks depend on
 /// the batch size and round differently (up to ~2e-5 on the shipped checkpoints, whose logits
 /// reach about 20; the float64 reference is matched to 3e-5 either way).
+///
+/// Threading (`llama2c_model_options::threads`): every weight product is split into fixed blocks
+/// of `matmul_block_cols` output features, and attention into one task per batch row; the tasks
+/// run on a fork-join pool. The partition never depends on the thread count and each task writes
+/// only its own outputs, so the logits are bit-identical for any number of threads.
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -29,6 +35,7 @@
 #include "itscale/core/errors.hpp"
 #include "itscale/core/logit_source.hpp"
 #include "itscale/core/types.hpp"
+#include "itscale/models/fork_join_pool.hpp"
 #include "itscale/models/llama2c_checkpoint.hpp"
 #include "itscale/models/paged_kv_cache.hpp"
 #include "itscale/sources/validate_tokens.hpp"
@@ -40,27 +47,47 @@ inline namespace v0 {
 struct llama2c_model_options {
   /// Positions per KV-cache block: the unit of sharing and of copy-on-write.
   std::size_t kv_block_tokens = 16;
+  /// Threads evaluating a batch (the caller's included): 1 = no worker thread. The logits do not
+  /// depend on it (see the file comment).
+  std::size_t threads = 1;
 
-  /// Throws `invalid_option` unless `kv_block_tokens` is in [1, 4096].
+  /// Throws `invalid_option` unless `kv_block_tokens` is in [1, 4096] and `threads` in [1, 256].
   void validate() const {
     if (kv_block_tokens == 0 || kv_block_tokens > 4096)
       throw invalid_option("itscale: llama2c_model_options.kv_block_tokens = " + std::to_string(kv_block_tokens) +
                            " must be in [1, 4096]");
+    if (threads == 0 || threads > 256)
+      throw invalid_option("itscale: llama2c_model_options.threads = " + std::to_string(threads) +
+                           " must be in [1, 256]");
   }
 };
 
 /// A llama2.c checkpoint as a `LogitSource`. Handles are KV-cache sequence ids. Several models may
-/// share one set of weights (each has its own cache). Not thread-safe.
+/// share one set of weights (each has its own cache). Not thread-safe (its own worker threads, if
+/// any, only run inside `prefill` and `extend`).
 class llama2c_model {
  public:
   using handle = std::uint32_t;
 
+  /// Output features per task of a threaded weight product (fixed, so that results do not depend
+  /// on the thread count).
+  static constexpr std::size_t matmul_block_cols = 32;
+
   /// Precondition checked: `weights` is not null; options valid (`invalid_option`).
   explicit llama2c_model(std::shared_ptr<const llama2c_weights> weights, const llama2c_model_options& opts = {})
       : w_(check_weights(std::move(weights))),
-        cache_(w_->config.n_layers, w_->config.kv_dim(), validated(opts).kv_block_tokens, w_->config.seq_len) {
+        cache_(w_->config.n_layers, w_->config.kv_dim(), validated(opts).kv_block_tokens, w_->config.seq_len),
+        threads_(opts.threads) {
     build_rope();
+    // Attention scores: one buffer of seq_len floats per thread, allocated once. Eigen's aligned
+    // allocation matters: its vectorised loops peel unaligned heads in scalar code, so a buffer's
+    // address would otherwise change the rounding (and results would depend on which thread ran).
+    scores_.assign(threads_, Eigen::VectorXf(static_cast<Eigen::Index>(w_->config.seq_len)));
+    if (threads_ > 1) pool_ = std::make_unique<detail::fork_join_pool>(threads_);
   }
+
+  /// Threads evaluating a batch (`llama2c_model_options::threads`).
+  [[nodiscard]] std::size_t threads() const noexcept { return threads_; }
 
   /// Loads a checkpoint file (`format_error` on a bad file, see llama2c_checkpoint.hpp).
   [[nodiscard]] static llama2c_model load(const std::filesystem::path& checkpoint,
@@ -204,41 +231,95 @@ class llama2c_model {
     }
   }
 
-  /// Attention of every batch row over its own sequence in `layer`, into att_.
-  void attend(std::size_t layer) {
+  /// Attention of batch row `r` over its own sequence in `layer`, into att_.row(r); `scores_mem`
+  /// has room for seq_len floats. Reads the cache and q_, writes only row r of att_ (so rows can
+  /// run concurrently).
+  void attend_row(std::size_t layer, std::size_t r, float* scores_mem) {
     const llama2c_config& c = w_->config;
     const std::size_t hs = c.head_size(), kv_dim = c.kv_dim(), B = cache_.block_tokens();
     const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
     using map_rows = Eigen::Map<const row_matrix, 0, Eigen::OuterStride<>>;
-    att_.setZero(static_cast<Eigen::Index>(batch_.size()), static_cast<Eigen::Index>(c.dim));
-    for (std::size_t r = 0; r < batch_.size(); ++r) {
-      const std::size_t n = batch_[r].pos + 1;  // causal: positions 0..pos
-      const auto& table = cache_.blocks(batch_[r].seq);
-      scores_.resize(static_cast<Eigen::Index>(n));
-      for (std::size_t h = 0; h < c.n_heads; ++h) {
-        const std::size_t g = h / c.kv_group();
-        const auto q = q_.row(static_cast<Eigen::Index>(r)).segment(static_cast<Eigen::Index>(h * hs),
-                                                                     static_cast<Eigen::Index>(hs));
-        for (std::size_t t0 = 0; t0 < n; t0 += B) {
-          const std::size_t cnt = std::min(B, n - t0);
-          const map_rows k(cache_.keys(table[t0 / B], layer) + g * hs, static_cast<Eigen::Index>(cnt),
-                           static_cast<Eigen::Index>(hs), Eigen::OuterStride<>(static_cast<Eigen::Index>(kv_dim)));
-          scores_.segment(static_cast<Eigen::Index>(t0), static_cast<Eigen::Index>(cnt)).noalias() =
-              (k * q.transpose()) * scale;
-        }
-        const float mx = scores_.maxCoeff();
-        scores_ = (scores_.array() - mx).exp();
-        scores_ /= scores_.sum();
-        auto out = att_.row(static_cast<Eigen::Index>(r)).segment(static_cast<Eigen::Index>(h * hs),
-                                                                  static_cast<Eigen::Index>(hs));
-        for (std::size_t t0 = 0; t0 < n; t0 += B) {
-          const std::size_t cnt = std::min(B, n - t0);
-          const map_rows v(cache_.values(table[t0 / B], layer) + g * hs, static_cast<Eigen::Index>(cnt),
-                           static_cast<Eigen::Index>(hs), Eigen::OuterStride<>(static_cast<Eigen::Index>(kv_dim)));
-          out.noalias() += scores_.segment(static_cast<Eigen::Index>(t0), static_cast<Eigen::Index>(cnt)).transpose() * v;
-        }
+    const std::size_t n = batch_[r].pos + 1;  // causal: positions 0..pos
+    const auto& table = cache_.blocks(batch_[r].seq);
+    Eigen::Map<Eigen::VectorXf> scores(scores_mem, static_cast<Eigen::Index>(n));
+    auto att_row = att_.row(static_cast<Eigen::Index>(r));
+    for (std::size_t h = 0; h < c.n_heads; ++h) {
+      const std::size_t g = h / c.kv_group();
+      const auto q = q_.row(static_cast<Eigen::Index>(r)).segment(static_cast<Eigen::Index>(h * hs),
+                                                                   static_cast<Eigen::Index>(hs));
+      for (std::size_t t0 = 0; t0 < n; t0 += B) {
+        const std::size_t cnt = std::min(B, n - t0);
+        const map_rows k(cache_.keys(table[t0 / B], layer) + g * hs, static_cast<Eigen::Index>(cnt),
+                         static_cast<Eigen::Index>(hs), Eigen::OuterStride<>(static_cast<Eigen::Index>(kv_dim)));
+        scores.segment(static_cast<Eigen::Index>(t0), static_cast<Eigen::Index>(cnt)).noalias() =
+            (k * q.transpose()) * scale;
+      }
+      const float mx = scores.maxCoeff();
+      scores = (scores.array() - mx).exp();
+      scores /= scores.sum();
+      auto out = att_row.segment(static_cast<Eigen::Index>(h * hs), static_cast<Eigen::Index>(hs));
+      for (std::size_t t0 = 0; t0 < n; t0 += B) {
+        const std::size_t cnt = std::min(B, n - t0);
+        const map_rows v(cache_.values(table[t0 / B], layer) + g * hs, static_cast<Eigen::Index>(cnt),
+                         static_cast<Eigen::Index>(hs), Eigen::OuterStride<>(static_cast<Eigen::Index>(kv_dim)));
+        out.noalias() += scores.segment(static_cast<Eigen::Index>(t0), static_cast<Eigen::Index>(cnt)).transpose() * v;
       }
     }
+  }
+
+  /// Attention of every batch row, one task per row.
+  void attend(std::size_t layer) {
+    att_.setZero(static_cast<Eigen::Index>(batch_.size()), static_cast<Eigen::Index>(w_->config.dim));
+    auto task = [&](std::size_t r, std::size_t worker) { attend_row(layer, r, scores_[worker].data()); };
+    run(batch_.size(), task);
+  }
+
+  /// out[:, cols] (= or +=) in * w[cols, :]^T, for a destination of `n` rows with row stride `ld`.
+  struct matmul {
+    const row_matrix* in;
+    const row_matrix* w;
+    float* out;
+    Eigen::Index ld;
+    bool accumulate;
+    [[nodiscard]] std::size_t blocks() const noexcept {
+      return (static_cast<std::size_t>(w->rows()) + matmul_block_cols - 1) / matmul_block_cols;
+    }
+    void block(std::size_t b) const {
+      const auto c0 = static_cast<Eigen::Index>(b * matmul_block_cols);
+      const Eigen::Index cn = std::min<Eigen::Index>(static_cast<Eigen::Index>(matmul_block_cols), w->rows() - c0);
+      Eigen::Map<row_matrix, 0, Eigen::OuterStride<>> o(out + c0, in->rows(), cn, Eigen::OuterStride<>(ld));
+      if (accumulate)
+        o.noalias() += *in * w->middleRows(c0, cn).transpose();
+      else
+        o.noalias() = *in * w->middleRows(c0, cn).transpose();
+    }
+  };
+
+  /// Runs the products (their outputs disjoint, their inputs not among the outputs) as one batch of
+  /// fixed column-block tasks.
+  template <std::size_t N>
+  void products(const std::array<matmul, N>& ms) {
+    std::array<std::size_t, N + 1> first{};
+    for (std::size_t i = 0; i < N; ++i) first[i + 1] = first[i] + ms[i].blocks();
+    auto task = [&](std::size_t t, std::size_t) {
+      std::size_t i = 0;
+      while (t >= first[i + 1]) ++i;
+      ms[i].block(t - first[i]);
+    };
+    run(first[N], task);
+  }
+
+  template <class F>
+  void run(std::size_t n, F& f) {
+    if (pool_)
+      pool_->run(n, f);
+    else
+      for (std::size_t i = 0; i < n; ++i) f(i, std::size_t{0});
+  }
+
+  static matmul product(const row_matrix& in, const row_matrix& w, row_matrix& out, bool accumulate = false) {
+    if (!accumulate) out.resize(in.rows(), w.rows());
+    return {&in, &w, out.data(), out.outerStride(), accumulate};
   }
 
   /// Runs batch_ through the network; writes the logits of every row (`all_rows`) or of the last.
@@ -250,9 +331,7 @@ class llama2c_model {
     for (std::size_t l = 0; l < c.n_layers; ++l) {
       const llama2c_layer& lw = w_->layers[l];
       rms_norm(x_, lw.rms_att, xn_);
-      q_.noalias() = xn_ * lw.wq.transpose();
-      k_.noalias() = xn_ * lw.wk.transpose();
-      v_.noalias() = xn_ * lw.wv.transpose();
+      products(std::array{product(xn_, lw.wq, q_), product(xn_, lw.wk, k_), product(xn_, lw.wv, v_)});
       rope(q_, c.n_heads);
       rope(k_, c.n_kv_heads);
       // Every row's key/value goes in before any attention, so prompt rows see each other.
@@ -263,18 +342,16 @@ class llama2c_model {
         std::copy_n(v_.row(r).data(), kv, cache_.value(b.seq, l, b.pos));
       }
       attend(l);
-      x_.noalias() += att_ * lw.wo.transpose();
+      products(std::array{product(att_, lw.wo, x_, /*accumulate=*/true)});
       rms_norm(x_, lw.rms_ffn, xn_);
-      h1_.noalias() = xn_ * lw.w1.transpose();
-      h3_.noalias() = xn_ * lw.w3.transpose();
+      products(std::array{product(xn_, lw.w1, h1_), product(xn_, lw.w3, h3_)});
       h1_.array() = h1_.array() / (1.0f + (-h1_.array()).exp()) * h3_.array();  // SwiGLU: silu(w1 x) * w3 x
-      x_.noalias() += h1_ * lw.w2.transpose();
+      products(std::array{product(h1_, lw.w2, x_, /*accumulate=*/true)});
     }
     const Eigen::Index first = all_rows ? 0 : n - 1, m = n - first;
     rms_norm(x_.bottomRows(m).eval(), w_->rms_final, xn_);
     logits_.resize(static_cast<std::size_t>(m) * c.vocab_size);
-    Eigen::Map<row_matrix> out(logits_.data(), m, static_cast<Eigen::Index>(c.vocab_size));
-    out.noalias() = xn_ * w_->classifier().transpose();
+    products(std::array{matmul{&xn_, &w_->classifier(), logits_.data(), static_cast<Eigen::Index>(c.vocab_size), false}});
   }
 
   std::shared_ptr<const llama2c_weights> w_;
@@ -282,7 +359,9 @@ class llama2c_model {
   row_matrix cos_, sin_;
   std::vector<row_ref> batch_;
   row_matrix x_, xn_, q_, k_, v_, att_, h1_, h3_;
-  Eigen::VectorXf scores_;
+  std::size_t threads_ = 1;
+  std::vector<Eigen::VectorXf> scores_;           // per thread, seq_len floats
+  std::unique_ptr<detail::fork_join_pool> pool_;  // null when threads_ == 1
   std::vector<float> logits_;
   std::size_t rows_ = 0;
 };

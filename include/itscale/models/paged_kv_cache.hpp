@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <string>
 #include <utility>
 #include <vector>
@@ -185,8 +186,19 @@ class paged_kv_cache {
   }
 
  private:
+  /// Blocks are aligned to 64 bytes, so that vectorised loops over them round the same way in
+  /// every cache instance (Eigen peels an unaligned head in scalar code).
+  static constexpr std::size_t block_align = 64;
+  struct aligned_delete {
+    void operator()(float* p) const noexcept { ::operator delete[](p, std::align_val_t{block_align}); }
+  };
+  using block_memory = std::unique_ptr<float[], aligned_delete>;
+  [[nodiscard]] block_memory allocate_block() const {
+    return block_memory(static_cast<float*>(::operator new[](block_floats_ * sizeof(float), std::align_val_t{block_align})));
+  }
+
   struct block {
-    std::unique_ptr<float[]> data;
+    block_memory data;
     std::size_t refs = 0;
     std::size_t filled = 0;
   };
@@ -226,7 +238,7 @@ class paged_kv_cache {
     if (!free_blocks_.empty()) {
       const std::uint32_t b = free_blocks_.back();
       if (!blocks_[b].data) {  // trimmed
-        blocks_[b].data.reset(new float[block_floats_]);
+        blocks_[b].data = allocate_block();
         ++held_;
       }
       free_blocks_.pop_back();
@@ -236,7 +248,7 @@ class paged_kv_cache {
     }
     if (blocks_.size() >= UINT32_MAX) throw invalid_input("itscale: paged_kv_cache: too many blocks");
     // Uninitialised on purpose: positions are written before they are read.
-    std::unique_ptr<float[]> mem(new float[block_floats_]);
+    block_memory mem = allocate_block();
     free_blocks_.reserve(blocks_.size() + 1);  // so that drop never allocates
     blocks_.push_back(block{std::move(mem), 1, 0});
     ++held_;

@@ -1,0 +1,10 @@
+# Runs EXE with ARGS (arguments separated by '|') and passes when it exits with code 2 and its stderr matches PATTERN.
+string(REPLACE "|" ";" _args "${ARGS}")
+execute_process(COMMAND "${EXE}" ${_args} RESULT_VARIABLE _rc OUTPUT_VARIABLE _out ERROR_VARIABLE _err)
+message(STATUS "exit code ${_rc}; stderr: ${_err}")
+if(NOT _rc EQUAL 2)
+  message(FATAL_ERROR "expected exit code 2, got ${_rc}")
+endif()
+if(NOT _err MATCHES "${PATTERN}")
+  message(FATAL_ERROR "stderr does not match: ${PATTERN}")
+endif()

@@ -49,16 +49,16 @@ template <class Arch>
 /// kept. `keys`: scratch for the tokens of one histogram bin, `row.size()` entries always suffice
 /// (typically a few hundred are used). Preconditions: 0 < p <= 1, no NaN or +inf, some entry > -inf.
 ///
-/// No sort of the vocabulary: pass 1 max; pass 2 exp and a 1024-bin histogram of mass over
-/// (max - logit) in [0, 32) (one overflow bin beyond); the bin where the cumulative mass crosses
+/// No sort of the vocabulary: pass 1 max; pass 2 exp and a 4096-bin histogram of mass over
+/// (max - logit) in [0, 24) (one overflow bin beyond); the bin where the cumulative mass crosses
 /// p * total is the only one whose tokens are collected and sorted; pass 3 masks.
 template <class Arch>
 std::size_t top_p_mask(std::span<float> row, double p, std::span<std::uint64_t> keys) noexcept {
   using B = detail::fbatch<Arch>;
   using I = detail::ibatch<Arch>;
   constexpr std::size_t L = detail::lanes<Arch>;
-  constexpr int bins = 1024;
-  constexpr float range = 32.0f;
+  constexpr std::size_t bins = 4096;
+  constexpr float range = 24.0f;
   const std::size_t n = row.size();
   const float m = max<Arch>(row);
   double mass[bins + 1] = {};
@@ -66,31 +66,45 @@ std::size_t top_p_mask(std::span<float> row, double p, std::span<std::uint64_t> 
   alignas(64) float e[L];
   alignas(64) std::int32_t bi[L];
   const auto bin_of = [&](B x) { return xsimd::batch_cast<std::int32_t>(xsimd::min((mb - x) * scale, top)); };
-  double total = 0;
-  for (std::size_t i = 0; i < n; i += L) {
-    const std::size_t len = i + L <= n ? L : n - i;
-    const B x = len == L ? B::load_unaligned(row.data() + i) : detail::load_tail<Arch>(row.data() + i, len, detail::neg_inf);
+  std::size_t i = 0;
+  for (; i + L <= n; i += L) {
+    const B x = B::load_unaligned(row.data() + i);
     xsimd::exp(x - mb).store_aligned(e);
     bin_of(x).store_aligned(bi);
-    for (std::size_t l = 0; l < len; ++l) mass[static_cast<std::size_t>(bi[l])] += static_cast<double>(e[l]);
+    for (std::size_t l = 0; l < L; ++l) {
+      const auto j = static_cast<std::size_t>(bi[l]);
+      mass[j] += static_cast<double>(e[l]);
+    }
   }
+  if (i < n) {
+    const B x = detail::load_tail<Arch>(row.data() + i, n - i, detail::neg_inf);
+    xsimd::exp(x - mb).store_aligned(e);
+    bin_of(x).store_aligned(bi);
+    for (std::size_t l = 0; l < n - i; ++l) {
+      const auto j = static_cast<std::size_t>(bi[l]);
+      mass[j] += static_cast<double>(e[l]);
+    }
+  }
+  double total = 0;
   for (double v : mass) total += v;
   const double target = p * total;
   double before = 0;
-  int cut = 0;
+  std::size_t cut = 0, kept_above = 0;
   while (cut < bins && before + mass[cut] < target) before += mass[cut++];
-  // Collect the crossing bin's tokens, best first.
-  std::size_t c = 0, kept_above = 0;
-  for (std::size_t i = 0; i < n; i += L) {
+  // Count the tokens of the bins above the cut (scaled distance < cut: the truncation to the bin
+  // index is monotone) and collect the crossing bin's tokens, best first.
+  const I cut_b(static_cast<std::int32_t>(cut));
+  const B cut_f(static_cast<float>(cut));
+  std::size_t c = 0;
+  for (i = 0; i < n; i += L) {
     const std::size_t len = i + L <= n ? L : n - i;
     const B x = len == L ? B::load_unaligned(row.data() + i) : detail::load_tail<Arch>(row.data() + i, len, detail::neg_inf);
     const I b = bin_of(x);
-    const auto in = b == I(cut);
-    kept_above += static_cast<std::size_t>(xsimd::hadd(xsimd::select(b < I(cut), I(1), I(0))));
-    if (xsimd::any(in)) {
+    kept_above += static_cast<std::size_t>(__builtin_popcount(detail::movemask<Arch>((mb - x) * scale < cut_f)));
+    if (xsimd::any(b == cut_b)) {
       b.store_aligned(bi);
       for (std::size_t l = 0; l < len; ++l)
-        if (bi[l] == cut && row[i + l] > detail::neg_inf)
+        if (bi[l] == static_cast<std::int32_t>(cut) && row[i + l] > detail::neg_inf)
           keys[c++] = detail::rank_key(row[i + l], static_cast<std::uint32_t>(i + l));
     }
   }
@@ -109,7 +123,7 @@ std::size_t top_p_mask(std::span<float> row, double p, std::span<std::uint64_t> 
   // Mask below tau, and tau itself after the last kept index.
   const B tb(tau), ninf(detail::neg_inf);
   float* q = row.data();
-  std::size_t i = 0;
+  i = 0;
   for (; i + L <= n; i += L) {
     const B x = B::load_unaligned(q + i);
     xsimd::select(x < tb, ninf, x).store_unaligned(q + i);

@@ -15,7 +15,9 @@ function(itscale_target_warnings target)
     # GCC 12 at -O3 reports -Wrestrict inside libstdc++'s own `"literal" + std::string`
     # (GCC bugs 105329, 105651): a false positive we cannot fix in our code.
     if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_CXX_COMPILER_VERSION VERSION_LESS 13)
-      target_compile_options(${target} PRIVATE -Wno-restrict)
+      # GCC 12's AVX-512 intrinsics (used by Eigen under -march=native) also trip false
+      # -Wmaybe-uninitialized reports (GCC bug 105593).
+      target_compile_options(${target} PRIVATE -Wno-restrict -Wno-maybe-uninitialized)
     endif()
   endif()
   # Strict ISO (-std=c++20, not gnu++20): what the pkg-config consumers compile with.

@@ -27,14 +27,14 @@
 // The README table (presets `bench` = -O3 -march=native, `bench-portable` = baseline x86-64 with
 // itscale's runtime dispatch; both fetch llama.cpp):
 //   cmake --preset bench && cmake --build --preset bench
-//   build/bench/bench/itscale_bench_kernels --benchmark_repetitions=3 \
-//       --benchmark_out=native.json --benchmark_out_format=json
+//   build/bench/bench/itscale_bench_kernels --benchmark_repetitions=3
+//       --benchmark_out=native.json --benchmark_out_format=json      (one command line)
 //   cmake --preset bench-portable && cmake --build --preset bench-portable
-//   build/bench-portable/bench/itscale_bench_kernels --benchmark_filter=/itscale \
+//   build/bench-portable/bench/itscale_bench_kernels --benchmark_filter=/itscale
 //       --benchmark_repetitions=3 --benchmark_out=portable.json --benchmark_out_format=json
 //   python3 bench/ratio_table.py native.json --portable portable.json
 // On a shared machine, a goals-only run with interleaved repetitions is steadier:
-//   itscale_bench_kernels --itscale_set=goals --benchmark_repetitions=10 \
+//   itscale_bench_kernels --itscale_set=goals --benchmark_repetitions=10
 //       --benchmark_enable_random_interleaving=true --benchmark_out=goals.json --benchmark_out_format=json
 
 #include <benchmark/benchmark.h>

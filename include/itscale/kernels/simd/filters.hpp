@@ -105,7 +105,7 @@ std::size_t top_p_mask(std::span<float> row, double p, std::span<std::uint64_t> 
       b.store_aligned(bi);
       for (std::size_t l = 0; l < len; ++l)
         if (bi[l] == static_cast<std::int32_t>(cut) && row[i + l] > detail::neg_inf)
-          keys[c++] = detail::rank_key(row[i + l], static_cast<std::uint32_t>(i + l));
+          keys[c++] = detail::rank_key<Arch>(row[i + l], static_cast<std::uint32_t>(i + l));
     }
   }
   std::sort(keys.begin(), keys.begin() + static_cast<std::ptrdiff_t>(c), detail::key_greater<Arch>{});
@@ -113,13 +113,13 @@ std::size_t top_p_mask(std::span<float> row, double p, std::span<std::uint64_t> 
   std::size_t j = 0;
   double acc = before;
   for (; j < c; ++j) {
-    acc += static_cast<double>(xsimd::exp(B(detail::rank_value(keys[j])) - mb).get(0));
+    acc += static_cast<double>(xsimd::exp(B(detail::rank_value<Arch>(keys[j])) - mb).get(0));
     if (acc >= target) break;
   }
   if (j == c) j = c == 0 ? 0 : c - 1;  // rounding: keep the whole bin
   if (c == 0) return count_unmasked<Arch>(row);  // nothing to cut (cannot happen with p <= 1)
-  const float tau = detail::rank_value(keys[j]);
-  const std::uint32_t last_index = detail::rank_index(keys[j]);
+  const float tau = detail::rank_value<Arch>(keys[j]);
+  const std::uint32_t last_index = detail::rank_index<Arch>(keys[j]);
   // Mask below tau, and tau itself after the last kept index.
   const B tb(tau), ninf(detail::neg_inf);
   float* q = row.data();

@@ -40,23 +40,30 @@ inline constexpr std::size_t filter_max_k = 1024;
 namespace detail {
 
 /// Order-preserving unsigned image of a non-NaN float (-0 and +0 map to the same key, as they
-/// compare equal).
+/// compare equal). These small helpers are templates on Arch too, like everything compiled into
+/// the per-arch translation units: a non-template inline function emitted there with AVX-512 code
+/// could be the copy the linker keeps for a baseline caller.
+template <class Arch>
 [[nodiscard]] inline std::uint32_t order_key(float v) noexcept {
   const auto u = std::bit_cast<std::uint32_t>(v + 0.0f);  // -0 + 0 = +0
   return (u >> 31) != 0 ? ~u : (u | 0x80000000u);
 }
+template <class Arch>
 [[nodiscard]] inline float from_order_key(std::uint32_t k) noexcept {
   return std::bit_cast<float>((k >> 31) != 0 ? (k & 0x7FFFFFFFu) : ~k);
 }
 /// Larger key = ranks higher: larger value, then lower index.
+template <class Arch>
 [[nodiscard]] inline std::uint64_t rank_key(float v, std::uint32_t index) noexcept {
-  return std::uint64_t{order_key(v)} << 32 | (0xFFFFFFFFu - index);
+  return std::uint64_t{order_key<Arch>(v)} << 32 | (0xFFFFFFFFu - index);
 }
+template <class Arch>
 [[nodiscard]] inline std::uint32_t rank_index(std::uint64_t key) noexcept {
   return 0xFFFFFFFFu - static_cast<std::uint32_t>(key);
 }
+template <class Arch>
 [[nodiscard]] inline float rank_value(std::uint64_t key) noexcept {
-  return from_order_key(static_cast<std::uint32_t>(key >> 32));
+  return from_order_key<Arch>(static_cast<std::uint32_t>(key >> 32));
 }
 
 /// Comparators are templates on Arch so that std::sort / std::nth_element instantiated in
@@ -94,14 +101,14 @@ struct topk_filter {
     if (n < k) return;
     std::nth_element(buf, buf + (k - 1), buf + n, key_greater<Arch>{});
     n = k;
-    thr = rank_value(buf[k - 1]);
+    thr = rank_value<Arch>(buf[k - 1]);
   }
 
   void push(fbatch<Arch> v, fmask<Arch> m, std::int32_t base) noexcept {
     alignas(64) float tv[lanes<Arch>];
     alignas(64) std::int32_t ti[lanes<Arch>];
     const std::size_t c = compress<Arch>(v, m, base, tv, ti);
-    for (std::size_t j = 0; j < c; ++j) buf[n++] = rank_key(tv[j], static_cast<std::uint32_t>(ti[j]));
+    for (std::size_t j = 0; j < c; ++j) buf[n++] = rank_key<Arch>(tv[j], static_cast<std::uint32_t>(ti[j]));
     if (n + lanes<Arch> > cap) reselect();
   }
 
@@ -204,7 +211,7 @@ template <class Arch>
     const std::uint32_t w = widths[level];
     std::fill(hist, hist + w, 0u);
     for (float x : row) {
-      const std::uint32_t key = order_key(x);
+      const std::uint32_t key = order_key<Arch>(x);
       if ((key & mask) == prefix) ++hist[(key >> sh) & (w - 1)];
     }
     std::size_t cum = 0;
@@ -236,9 +243,9 @@ void top_k_radix(std::span<const float> row, std::span<token_id> indices, std::s
   const std::uint32_t kth = kth_order_key<Arch>(row, k);
   std::size_t c = 0;
   for (std::size_t i = 0; i < row.size(); ++i)
-    if (order_key(row[i]) > kth) indices[c++] = static_cast<token_id>(i);
+    if (order_key<Arch>(row[i]) > kth) indices[c++] = static_cast<token_id>(i);
   for (std::size_t i = 0; i < row.size() && c < k; ++i)
-    if (order_key(row[i]) == kth) indices[c++] = static_cast<token_id>(i);
+    if (order_key<Arch>(row[i]) == kth) indices[c++] = static_cast<token_id>(i);
   std::sort(indices.begin(), indices.end(), index_ranks_above<Arch>{row.data()});
   for (std::size_t j = 0; j < k; ++j) values[j] = row[static_cast<std::size_t>(indices[j])];
 }
@@ -252,7 +259,7 @@ void top_k_filter(std::span<const float> row, std::span<token_id> indices, std::
   topk_filter<Arch> f{buf.data(), filter_capacity<Arch>(k, buf.size()), k};
   filter_row<Arch>(f, row);
   std::size_t got = f.finish();
-  for (std::size_t j = 0; j < got; ++j) indices[j] = static_cast<token_id>(rank_index(buf[j]));
+  for (std::size_t j = 0; j < got; ++j) indices[j] = static_cast<token_id>(rank_index<Arch>(buf[j]));
   // Fewer than k entries are > -inf: the rest are the first -inf entries, in index order.
   for (std::size_t i = 0; got < k && i < row.size(); ++i)
     if (row[i] == neg_inf) indices[got++] = static_cast<token_id>(i);
@@ -287,10 +294,10 @@ template <class Arch>
     detail::topk_filter<Arch> f{buf, detail::filter_capacity<Arch>(k, stack_buffer_keys), k};
     detail::filter_row<Arch>(f, row);
     f.reselect();
-    if (f.n == k) return detail::rank_value(buf[k - 1]);
+    if (f.n == k) return detail::rank_value<Arch>(buf[k - 1]);
     return detail::neg_inf;  // fewer than k entries > -inf
   }
-  return detail::from_order_key(detail::kth_order_key<Arch>(row, k));
+  return detail::from_order_key<Arch>(detail::kth_order_key<Arch>(row, k));
 }
 
 namespace detail {
@@ -313,11 +320,11 @@ std::size_t select_rows(std::span<const std::span<const float>> rows, Shift shif
     }
     const std::size_t got = f.finish();
     for (std::size_t j = 0; j < got; ++j) {
-      std::size_t flat = rank_index(buf[j]);
+      std::size_t flat = rank_index<Arch>(buf[j]);
       std::uint32_t r = 0;
       while (flat >= rows[r].size()) flat -= rows[r++].size();
       // The key holds the score exactly (a -0 score reads back as +0, an equal value).
-      out[j] = {rank_value(buf[j]), r, static_cast<token_id>(flat)};
+      out[j] = {rank_value<Arch>(buf[j]), r, static_cast<token_id>(flat)};
     }
     return got;
   }

@@ -115,11 +115,24 @@ struct topk_filter {
   /// Feeds `count` entries starting at `p`, scored `(x - sub) + add`, with flat indices from
   /// `base`. Entries scoring -inf or NaN never enter.
   void feed(const float* p, std::size_t count, std::int32_t base, float sub, float add) noexcept {
+    // Two instantiations of the loop, so the plain top-k pays no shift per batch.
+    if (sub == 0.0f && add == 0.0f)
+      feed_impl<false>(p, count, base, sub, add);
+    else
+      feed_impl<true>(p, count, base, sub, add);
+  }
+
+  template <bool Shifted>
+  void feed_impl(const float* p, std::size_t count, std::int32_t base, float sub, float add) noexcept {
     using B = fbatch<Arch>;
     constexpr std::size_t L = lanes<Arch>;
     const B sb(sub), ab(add);
-    const bool shifted = !(sub == 0.0f && add == 0.0f);
-    const auto score = [&](B x) { return shifted ? (x - sb) + ab : x; };
+    const auto score = [&](B x) {
+      if constexpr (Shifted)
+        return (x - sb) + ab;
+      else
+        return x;
+    };
     std::size_t i = 0;
     B tb(thr);
     for (; i + 4 * L <= count; i += 4 * L) {

@@ -96,7 +96,7 @@ void fork_extend(benchmark::State& st) {
     st.ResumeTiming();
   }
   st.counters["new_blocks"] = static_cast<double>(new_blocks);
-  st.counters["parent_blocks"] = static_cast<double>(m.cache().blocks(p).size());
+  st.counters["parent_blocks"] = static_cast<double>(m.cache().block_count(p));
   st.counters["block_bytes"] = static_cast<double>(m.memory().block_bytes);
   m.release(p);
 }

@@ -113,7 +113,7 @@ class llama2c_model {
     try {
       cache_.grow(s, prompt.size());
       batch_.clear();
-      for (std::size_t i = 0; i < prompt.size(); ++i) batch_.push_back({s, i, prompt[i]});
+      for (std::size_t i = 0; i < prompt.size(); ++i) batch_.push_back({s, i, prompt[i], 0});
       forward(/*all_rows=*/false);
     } catch (...) {
       cache_.release(s);
@@ -146,7 +146,7 @@ class llama2c_model {
       for (std::size_t i = 0; i < n; ++i) {
         made.push_back(cache_.fork(parents[i]));
         const std::size_t pos = cache_.grow(made.back(), 1);
-        batch_.push_back({made.back(), pos, tokens[i]});
+        batch_.push_back({made.back(), pos, tokens[i], 0});
       }
       forward(/*all_rows=*/true);
     } catch (...) {
@@ -176,6 +176,7 @@ class llama2c_model {
     handle seq;
     std::size_t pos;
     token_id token;
+    std::size_t table = 0;  // index in tables_, set by forward
   };
 
   static const llama2c_model_options& validated(const llama2c_model_options& o) {
@@ -240,7 +241,7 @@ class llama2c_model {
     const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
     using map_rows = Eigen::Map<const row_matrix, 0, Eigen::OuterStride<>>;
     const std::size_t n = batch_[r].pos + 1;  // causal: positions 0..pos
-    const auto& table = cache_.blocks(batch_[r].seq);
+    const std::vector<std::uint32_t>& table = tables_[batch_[r].table];
     Eigen::Map<Eigen::VectorXf> scores(scores_mem, static_cast<Eigen::Index>(n));
     auto att_row = att_.row(static_cast<Eigen::Index>(r));
     for (std::size_t h = 0; h < c.n_heads; ++h) {
@@ -322,10 +323,26 @@ class llama2c_model {
     return {&in, &w, out.data(), out.outerStride(), accumulate};
   }
 
+  /// The block table of every batch row's sequence into tables_ (once per sequence: the rows of a
+  /// prompt share one), for all layers. The cache's tables are a tree walked on lookup, so they are
+  /// gathered once per forward rather than per layer and row; tables_ keeps its vectors across
+  /// calls, so steady-state decoding allocates nothing here.
+  void gather_tables() {
+    std::size_t k = 0;
+    for (std::size_t r = 0; r < batch_.size(); ++r) {
+      if (r == 0 || batch_[r].seq != batch_[r - 1].seq) {
+        if (k == tables_.size()) tables_.emplace_back();
+        cache_.block_table(batch_[r].seq, tables_[k++]);
+      }
+      batch_[r].table = k - 1;
+    }
+  }
+
   /// Runs batch_ through the network; writes the logits of every row (`all_rows`) or of the last.
   void forward(bool all_rows) {
     const llama2c_config& c = w_->config;
     const auto n = static_cast<Eigen::Index>(batch_.size());
+    gather_tables();
     x_.resize(n, static_cast<Eigen::Index>(c.dim));
     for (Eigen::Index r = 0; r < n; ++r) x_.row(r) = w_->token_embedding.row(batch_[static_cast<std::size_t>(r)].token);
     for (std::size_t l = 0; l < c.n_layers; ++l) {
@@ -358,6 +375,7 @@ class llama2c_model {
   paged_kv_cache cache_;
   row_matrix cos_, sin_;
   std::vector<row_ref> batch_;
+  std::vector<std::vector<std::uint32_t>> tables_;  // see gather_tables
   row_matrix x_, xn_, q_, k_, v_, att_, h1_, h3_;
   std::size_t threads_ = 1;
   std::vector<Eigen::VectorXf> scores_;           // per thread, seq_len floats

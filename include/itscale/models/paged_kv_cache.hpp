@@ -4,12 +4,19 @@
 ///
 /// A block holds `block_tokens` consecutive positions of one or more sequences, for every layer
 /// (keys and values of `kv_dim` floats each). A sequence is a table of block ids plus a length.
-/// `fork` copies the table and bumps reference counts: no key or value is copied, so a shared
-/// prefix is stored once. When a sequence grows into a partially filled block that others share,
-/// it writes in place if nobody has written past its own prefix there yet (the usual "extend, then
-/// release the parent" step of a decoder costs no copy), else it copies that one block first. Each
-/// block remembers how many of its positions have been written (`filled`) to decide this; the
-/// positions a sequence reads (`< length`) are never written again by anyone.
+/// A shared prefix is stored once: `fork` copies no key or value, and not even the table. Tables
+/// form a persistent tree (block_table_tree.hpp): the child gets a new tip segment that sees its
+/// parent's full blocks through the parent's segment and holds the parent's partial last block, so
+/// a fork costs the same at 10 or 10,000 tokens. Decoders fork every step, so chains get deep;
+/// lookups walk them, and a chain deeper than max(16, its blocks) is flattened into one table at
+/// the next fork of its tip: a copy of block ids (no more than the chain has segments), so lookups
+/// stay O(blocks) and that copy costs O(1) per fork that deepened the chain.
+///
+/// When a sequence grows into a partially filled block that others share, it writes in place if
+/// nobody has written past its own prefix there yet (the usual "extend, then release the parent"
+/// step of a decoder costs no copy), else it copies that one block first. Each block remembers how
+/// many of its positions have been written (`filled`) to decide this; the positions a sequence
+/// reads (`< length`) are never written again by anyone.
 
 #include <algorithm>
 #include <cstddef>
@@ -22,6 +29,7 @@
 #include <vector>
 
 #include "itscale/core/errors.hpp"
+#include "itscale/models/block_table_tree.hpp"
 
 namespace itscale {
 inline namespace v0 {
@@ -55,20 +63,38 @@ class paged_kv_cache {
   [[nodiscard]] std::size_t max_tokens() const noexcept { return max_tokens_; }
 
   /// A new empty sequence.
-  seq_id create() { return new_sequence({}); }
+  seq_id create() {
+    const auto g = tree_.create();
+    try {
+      return new_sequence(g);
+    } catch (...) {
+      tree_.release_tip(g, dropper());
+      throw;
+    }
+  }
 
-  /// A new sequence equal to `parent` (which stays valid), sharing all its blocks: no key or value
-  /// is copied. Throws `invalid_input` for a dead parent.
+  /// A new sequence equal to `parent` (which stays valid), sharing all its blocks: no key, value
+  /// or block id is copied (see the file comment). Throws `invalid_input` for a dead parent; on an
+  /// exception nothing observable changes.
   seq_id fork(seq_id parent) {
     const sequence& p = at(parent);
-    std::vector<std::uint32_t> table;
-    table.reserve(p.blocks.size() + 1);  // room for the block a child usually adds next
-    table.assign(p.blocks.begin(), p.blocks.end());
-    const seq_id s = new_sequence(std::move(table));
-    sequence& c = seqs_[s];
-    c.length = at(parent).length;  // re-read: new_sequence may have moved seqs_
-    for (std::uint32_t b : c.blocks) ++blocks_[b].refs;
-    live_tokens_ += c.length;
+    const std::size_t len = p.length;
+    const auto pg = p.tip;
+    if (tree_.depth(pg) >= std::max(flatten_depth, tree_.size(pg)))
+      tree_.flatten(pg, [this](std::uint32_t b) noexcept { ++blocks_[b].refs; }, dropper());
+    const std::size_t B = block_tokens_;
+    const std::uint32_t partial = len % B != 0 ? tree_.own(pg).back() : block_table_tree::none;
+    const auto g = tree_.fork(pg, len / B, partial);
+    if (partial != block_table_tree::none) ++blocks_[partial].refs;
+    seq_id s = 0;
+    try {
+      s = new_sequence(g);
+    } catch (...) {
+      tree_.release_tip(g, dropper());
+      throw;
+    }
+    seqs_[s].length = len;
+    live_tokens_ += len;
     return s;
   }
 
@@ -82,15 +108,18 @@ class paged_kv_cache {
       throw invalid_input("itscale: a sequence of " + std::to_string(len) + " tokens cannot grow by " +
                           std::to_string(n) + ": the model's context is " + std::to_string(max_tokens_) + " tokens");
     const std::size_t B = block_tokens_;
+    // The tip's own entries cover every position from base * B on, the partial last block included.
+    std::vector<std::uint32_t>& own = tree_.own(q.tip);
+    const std::size_t base = tree_.base(q.tip);
     const std::size_t used = len % B;  // positions of ours in the last block (0: it is full or absent)
     bool copy_last = false;
     if (used != 0) {
-      const block& last = blocks_[q.blocks.back()];
+      const block& last = blocks_[own.back()];
       copy_last = last.refs > 1 && last.filled != used;  // a sharer wrote past our prefix
     }
-    const std::size_t fresh = (len + n + B - 1) / B - q.blocks.size();
+    const std::size_t fresh = (len + n + B - 1) / B - (base + own.size());
     // Acquire everything first so that nothing below can throw.
-    q.blocks.reserve(q.blocks.size() + fresh);
+    if (own.capacity() < own.size() + fresh) own.reserve(std::max(own.size() + fresh, 2 * own.capacity()));
     std::vector<std::uint32_t> got;
     got.reserve(fresh + (copy_last ? 1 : 0));
     try {
@@ -101,19 +130,19 @@ class paged_kv_cache {
     }
     std::size_t g = 0;
     if (copy_last) {
-      const std::uint32_t old = q.blocks.back(), nb = got[g++];
+      const std::uint32_t old = own.back(), nb = got[g++];
       for (std::size_t l = 0; l < 2 * layers_; ++l)
         std::memcpy(data(nb) + l * B * kv_dim_, data(old) + l * B * kv_dim_, used * kv_dim_ * sizeof(float));
       blocks_[nb].filled = used;
       drop(old);
-      q.blocks.back() = nb;
+      own.back() = nb;
     } else if (used != 0) {
-      blocks_[q.blocks.back()].filled = used;  // in place; anything past `used` was a dead sibling's
+      blocks_[own.back()].filled = used;  // in place; anything past `used` was a dead sibling's
     }
-    for (; g < got.size(); ++g) q.blocks.push_back(got[g]);
+    for (; g < got.size(); ++g) own.push_back(got[g]);
     // Mark the new positions written (they will be, before anyone reads them).
     for (std::size_t pos = len; pos < len + n; ++pos) {
-      block& b = blocks_[q.blocks[pos / B]];
+      block& b = blocks_[own[pos / B - base]];
       b.filled = std::max(b.filled, pos % B + 1);
     }
     q.length = len + n;
@@ -126,7 +155,7 @@ class paged_kv_cache {
   void release(seq_id s) noexcept {
     if (s >= seqs_.size() || !seqs_[s].live) return;
     sequence& q = seqs_[s];
-    for (std::uint32_t b : q.blocks) drop(b);
+    tree_.release_tip(q.tip, dropper());
     live_tokens_ -= q.length;
     q = sequence{};
     free_seqs_.push_back(s);  // capacity reserved when the id was created: cannot throw
@@ -136,8 +165,27 @@ class paged_kv_cache {
   [[nodiscard]] bool is_live(seq_id s) const noexcept { return s < seqs_.size() && seqs_[s].live; }
   [[nodiscard]] std::size_t length(seq_id s) const { return at(s).length; }
 
-  /// The block table of `s`: position p lives in block `blocks(s)[p / block_tokens()]`.
-  [[nodiscard]] const std::vector<std::uint32_t>& blocks(seq_id s) const { return at(s).blocks; }
+  /// Blocks in the table of `s`: ceil(length(s) / block_tokens()).
+  [[nodiscard]] std::size_t block_count(seq_id s) const { return tree_.size(at(s).tip); }
+
+  /// Writes the block table of `s` to `out` (resized to `block_count(s)`): position p lives in
+  /// block `out[p / block_tokens()]`. O(blocks + chain depth), and no allocation once `out` has
+  /// the capacity, so a caller reading every position (attention) can afford it per step.
+  void block_table(seq_id s, std::vector<std::uint32_t>& out) const {
+    const auto g = at(s).tip;
+    out.resize(tree_.size(g));
+    tree_.gather(g, out.data());
+  }
+  [[nodiscard]] std::vector<std::uint32_t> block_table(seq_id s) const {
+    std::vector<std::uint32_t> out;
+    block_table(s, out);
+    return out;
+  }
+
+  /// Diagnostics: table segments a lookup of `s` walks (1 when its table is held in one piece).
+  [[nodiscard]] std::size_t table_depth(seq_id s) const { return tree_.chain_length(at(s).tip); }
+  /// Diagnostics: holders of block `b` (table segments, which may stand for several sequences).
+  [[nodiscard]] std::size_t block_refs(std::uint32_t b) const noexcept { return b < blocks_.size() ? blocks_[b].refs : 0; }
 
   /// Keys of `layer` in block `b`: `block_tokens()` rows of `kv_dim()` floats.
   [[nodiscard]] float* keys(std::uint32_t b, std::size_t layer) noexcept {
@@ -154,11 +202,13 @@ class paged_kv_cache {
   }
 
   /// The key / value row of position `pos` of `s` in `layer` (precondition: `pos < length(s)`).
+  /// O(1) for the positions of the last block and later (those being written); older ones walk the
+  /// table's chain.
   [[nodiscard]] float* key(seq_id s, std::size_t layer, std::size_t pos) {
-    return keys(at(s).blocks[pos / block_tokens_], layer) + (pos % block_tokens_) * kv_dim_;
+    return keys(tree_.at(at(s).tip, pos / block_tokens_), layer) + (pos % block_tokens_) * kv_dim_;
   }
   [[nodiscard]] float* value(seq_id s, std::size_t layer, std::size_t pos) {
-    return values(at(s).blocks[pos / block_tokens_], layer) + (pos % block_tokens_) * kv_dim_;
+    return values(tree_.at(at(s).tip, pos / block_tokens_), layer) + (pos % block_tokens_) * kv_dim_;
   }
 
   [[nodiscard]] kv_cache_stats stats() const noexcept {
@@ -202,8 +252,12 @@ class paged_kv_cache {
     std::size_t refs = 0;
     std::size_t filled = 0;
   };
+  using block_table_tree = detail::block_table_tree;
+  /// Chains up to this deep are never flattened (see the file comment).
+  static constexpr std::size_t flatten_depth = 16;
+
   struct sequence {
-    std::vector<std::uint32_t> blocks;
+    block_table_tree::id tip = block_table_tree::none;  // its own segment of the tree
     std::size_t length = 0;
     bool live = false;
   };
@@ -217,18 +271,17 @@ class paged_kv_cache {
   float* data(std::uint32_t b) noexcept { return blocks_[b].data.get(); }
   const float* data(std::uint32_t b) const noexcept { return blocks_[b].data.get(); }
 
-  seq_id new_sequence(std::vector<std::uint32_t> table) {
+  seq_id new_sequence(block_table_tree::id tip) {
     if (!free_seqs_.empty()) {
       const seq_id s = free_seqs_.back();
       free_seqs_.pop_back();
-      seqs_[s].blocks = std::move(table);
-      seqs_[s].live = true;
+      seqs_[s] = sequence{tip, 0, true};
       ++live_seqs_;
       return s;
     }
     if (seqs_.size() >= UINT32_MAX) throw invalid_input("itscale: paged_kv_cache: too many sequences");
     free_seqs_.reserve(seqs_.size() + 1);  // so that release never allocates
-    seqs_.push_back(sequence{std::move(table), 0, true});
+    seqs_.push_back(sequence{tip, 0, true});
     ++live_seqs_;
     return static_cast<seq_id>(seqs_.size() - 1);
   }
@@ -258,11 +311,17 @@ class paged_kv_cache {
   void drop(std::uint32_t b) noexcept {
     if (--blocks_[b].refs == 0) free_blocks_.push_back(b);
   }
+  struct dropper_t {
+    paged_kv_cache* c;
+    void operator()(std::uint32_t b) const noexcept { c->drop(b); }
+  };
+  dropper_t dropper() noexcept { return {this}; }
 
   std::size_t layers_, kv_dim_, block_tokens_, max_tokens_;
   std::size_t block_floats_ = 0;
   std::vector<block> blocks_;
   std::vector<std::uint32_t> free_blocks_;
+  block_table_tree tree_;
   std::vector<sequence> seqs_;
   std::vector<seq_id> free_seqs_;
   std::size_t live_seqs_ = 0;

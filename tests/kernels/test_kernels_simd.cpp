@@ -27,6 +27,7 @@
 #include "itscale/core/rng.hpp"
 #include "itscale/kernels/beam_select.hpp"
 #include "itscale/kernels/filters.hpp"
+#include "itscale/kernels/reference/filters.hpp"
 #include "itscale/kernels/reduce.hpp"
 #include "itscale/kernels/sample.hpp"
 #include "itscale/kernels/softmax.hpp"
@@ -416,6 +417,35 @@ TEST_CASE("min_p_threshold and mask_below keep exactly the tokens with p >= min_
         CHECK(kept == want_kept);
         CHECK(kept >= 1);
       }
+}
+
+TEST_CASE("collect_unmasked and mask_below_collect list exactly the entries > -inf, in order") {
+  for (shape s : finite_shapes)
+    for (std::size_t n : lengths)
+      for (float q : {0.0f, 0.5f, 0.999f}) {
+        CAPTURE(name(s));
+        CAPTURE(n);
+        CAPTURE(q);
+        auto row = make_row(s, n);
+        // A threshold at quantile q of the row (masked entries included), so the kept share varies.
+        auto sorted = row;
+        std::sort(sorted.begin(), sorted.end());
+        const float thr = sorted[static_cast<std::size_t>(q * static_cast<float>(n - 1))];
+        std::vector<token_id> got(n), want(n);
+        auto ref_row = row;
+        const std::size_t want_n = itscale::kernels::reference::mask_below_collect(ref_row, thr, want);
+        const std::size_t got_n = kn::mask_below_collect(row, thr, got);
+        REQUIRE(got_n == want_n);
+        CHECK(std::equal(got.begin(), got.begin() + static_cast<std::ptrdiff_t>(got_n), want.begin()));
+        CHECK(std::memcmp(row.data(), ref_row.data(), n * sizeof(float)) == 0);
+        std::fill(got.begin(), got.end(), -1);
+        REQUIRE(kn::collect_unmasked(row, got) == want_n);
+        CHECK(std::equal(got.begin(), got.begin() + static_cast<std::ptrdiff_t>(want_n), want.begin()));
+        for (std::size_t j = 0; j < want_n; ++j) CHECK(row[static_cast<std::size_t>(want[j])] > -inf);
+      }
+  std::vector<float> masked(17, -inf);
+  std::vector<token_id> ids(17);
+  CHECK(kn::collect_unmasked(masked, ids) == 0);
 }
 
 TEST_CASE("top_p_mask keeps the smallest rank prefix reaching p of the mass (float64)") {

@@ -98,6 +98,8 @@ struct kernel_table {
                              std::span<row_candidate>) noexcept;
   std::size_t (*sample_inverse_cdf)(std::span<const float>, double) noexcept;
   std::size_t (*mask_below)(std::span<float>, float) noexcept;
+  std::size_t (*mask_below_collect)(std::span<float>, float, std::span<token_id>) noexcept;
+  std::size_t (*collect_unmasked)(std::span<const float>, std::span<token_id>) noexcept;
   float (*min_p_threshold)(std::span<const float>, float) noexcept;
   std::size_t (*top_p_mask)(std::span<float>, double, std::span<std::uint64_t>) noexcept;
 };
@@ -120,6 +122,8 @@ template <class Arch>
           &simd::beam_select<Arch>,
           &simd::sample_inverse_cdf<Arch>,
           &simd::mask_below<Arch>,
+          &simd::mask_below_collect<Arch>,
+          &simd::collect_unmasked<Arch>,
           &simd::min_p_threshold<Arch>,
           &simd::top_p_mask<Arch>};
 }

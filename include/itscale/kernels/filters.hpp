@@ -2,7 +2,8 @@
 /// \file filters.hpp
 /// Truncation filters for sampling as kernels, without a sort of the vocabulary:
 /// - `min_p_threshold`: the logit below which min-p masks (max + ln p; no exp);
-/// - `mask_below`: masks every logit below a threshold;
+/// - `mask_below`: masks every logit below a threshold (`mask_below_collect` also lists the rest);
+/// - `collect_unmasked`: the ids of the entries `> -inf`;
 /// - `top_p_mask`: nucleus filtering by a histogram search for the mass threshold.
 /// These follow the mathematical definitions with the library tie rule (equal logits: the lower
 /// token id ranks higher). The HF-conformant processors in `processors/` reproduce torch's
@@ -22,6 +23,19 @@ inline namespace ITSCALE_KERNEL_ABI {
 /// Sets every entry `< threshold` to -inf; returns how many entries stay `> -inf`.
 inline std::size_t mask_below(std::span<float> row, float threshold) noexcept {
   return ITSCALE_KERNEL(mask_below)(row, threshold);
+}
+
+/// `mask_below` that also writes the ids of the entries left `> -inf` to `kept`, in increasing
+/// order; returns how many. Precondition: `kept.size() >=` that count (`row.size()` suffices).
+inline std::size_t mask_below_collect(std::span<float> row, float threshold, std::span<token_id> kept) noexcept {
+  return ITSCALE_KERNEL(mask_below_collect)(row, threshold, kept);
+}
+
+/// Writes the ids of the entries `> -inf` to `ids` in increasing order; returns how many. One
+/// read of the row, writes only per unmasked entry: lets filters after a top-k touch only the
+/// survivors. Precondition: `ids.size() >=` that count (`row.size()` suffices).
+inline std::size_t collect_unmasked(std::span<const float> row, std::span<token_id> ids) noexcept {
+  return ITSCALE_KERNEL(collect_unmasked)(row, ids);
 }
 
 /// max(row) + ln(p): p(t) >= p * max_t' p(t') exactly when row[t] >= this (up to one rounding).

@@ -37,6 +37,63 @@ std::size_t mask_below(std::span<float> row, float threshold) noexcept {
   return count_unmasked<Arch>(row);
 }
 
+namespace detail {
+/// Appends `base + l` to `out` for every bit l of `bits`, lowest first; returns the new end.
+/// A template on the arch like every helper here (see arch.hpp: no ODR hazard across flags).
+template <class Arch>
+inline token_id* append_lanes(std::uint32_t bits, std::size_t base, token_id* out) noexcept {
+  for (; bits != 0; bits &= bits - 1)
+    *out++ = static_cast<token_id>(base + static_cast<std::size_t>(__builtin_ctz(bits)));
+  return out;
+}
+}  // namespace detail
+
+/// Writes the ids of the entries `> -inf` to `ids` in increasing order; returns how many.
+/// Precondition: `ids` has room for them (`row.size()` always suffices). One read of the row;
+/// the writes cost per kept entry, so a row masked down to a few tokens costs a max pass.
+template <class Arch>
+std::size_t collect_unmasked(std::span<const float> row, std::span<token_id> ids) noexcept {
+  using B = detail::fbatch<Arch>;
+  constexpr std::size_t L = detail::lanes<Arch>;
+  const B ninf(detail::neg_inf);
+  const float* p = row.data();
+  const std::size_t n = row.size();
+  token_id* out = ids.data();
+  std::size_t i = 0;
+  for (; i + L <= n; i += L)
+    out = detail::append_lanes<Arch>(detail::movemask<Arch>(B::load_unaligned(p + i) > ninf), i, out);
+  if (i < n) {
+    const B x = detail::load_tail<Arch>(p + i, n - i, detail::neg_inf);
+    out = detail::append_lanes<Arch>(detail::movemask<Arch>(x > ninf), i, out);
+  }
+  return static_cast<std::size_t>(out - ids.data());
+}
+
+/// `mask_below` that also writes the ids of the entries left `> -inf` to `kept` (increasing);
+/// returns how many. Precondition: `kept` has room for them (`row.size()` always suffices).
+template <class Arch>
+std::size_t mask_below_collect(std::span<float> row, float threshold, std::span<token_id> kept) noexcept {
+  using B = detail::fbatch<Arch>;
+  constexpr std::size_t L = detail::lanes<Arch>;
+  const B tb(threshold), ninf(detail::neg_inf);
+  float* p = row.data();
+  const std::size_t n = row.size();
+  token_id* out = kept.data();
+  std::size_t i = 0;
+  for (; i + L <= n; i += L) {
+    const B x = xsimd::select(B::load_unaligned(p + i) < tb, ninf, B::load_unaligned(p + i));
+    x.store_unaligned(p + i);
+    out = detail::append_lanes<Arch>(detail::movemask<Arch>(x > ninf), i, out);
+  }
+  if (i < n) {
+    const B t = detail::load_tail<Arch>(p + i, n - i, detail::neg_inf);
+    const B x = xsimd::select(t < tb, ninf, t);
+    detail::store_tail<Arch>(x, p + i, n - i);
+    out = detail::append_lanes<Arch>(detail::movemask<Arch>(x > ninf), i, out);
+  }
+  return static_cast<std::size_t>(out - kept.data());
+}
+
 /// The min-p logit threshold max + ln(p): a token's probability is >= p * max probability exactly
 /// when its logit is >= this (up to the rounding of one addition). `-inf` for p = 0.
 template <class Arch>

@@ -17,9 +17,10 @@ namespace simd {
 /// The token t with cdf(t-1) <= u * total < cdf(t) over p ∝ exp(row - max), skipping masked
 /// entries; `u` in [0, 1); `npos` only if every entry is masked (or the row is empty).
 ///
-/// Pass 1: max. Pass 2: exp sums of blocks (at most 1024 blocks, sums kept on the stack). Then
-/// the block holding the target is found from the block sums and only that block's exps are
-/// recomputed one by one: ~2 reads of the row and one exp per entry, instead of two exp passes.
+/// Pass 1: max and the blocks holding unmasked entries. Pass 2: exp sums of those blocks (at most
+/// 1024 blocks, sums kept on the stack). Then the block holding the target is found from the
+/// block sums and only that block's exps are recomputed one by one: ~2 reads of the row and one
+/// exp per unmasked block's entry, instead of two exp passes.
 /// Precondition: no NaN or +inf.
 template <class Arch>
 [[nodiscard]] std::size_t sample_inverse_cdf(std::span<const float> row, double u) noexcept {
@@ -27,16 +28,30 @@ template <class Arch>
   constexpr std::size_t L = detail::lanes<Arch>;
   constexpr std::size_t max_blocks = 1024;
   const std::size_t n = row.size();
-  const float m = max<Arch>(row);
-  if (m == detail::neg_inf) return npos;
   std::size_t block = 16 * L;
   while (block * max_blocks < n) block *= 2;
-  double sums[max_blocks];
   const std::size_t nb = (n + block - 1) / block;
+  // Pass 1: the max, and which blocks hold an unmasked entry. After a top-k or top-p only a few
+  // blocks do, and pass 2 skips the others (their exp sum is exactly 0, so the draw is the same).
+  bool live[max_blocks];
+  const B ninf(detail::neg_inf);
+  B all_max(detail::neg_inf);
+  for (std::size_t b = 0; b < nb; ++b) {
+    const std::size_t lo = b * block, hi = lo + block <= n ? lo + block : n;
+    B acc(detail::neg_inf);
+    std::size_t i = lo;
+    for (; i + L <= hi; i += L) acc = xsimd::max(acc, B::load_unaligned(row.data() + i));
+    if (i < hi) acc = xsimd::max(acc, detail::load_tail<Arch>(row.data() + i, hi - i, detail::neg_inf));
+    live[b] = xsimd::any(acc > ninf);
+    all_max = xsimd::max(all_max, acc);
+  }
+  const float m = detail::reduce_max<Arch>(all_max);
+  if (m == detail::neg_inf) return npos;
+  double sums[max_blocks];
   double total = 0;
   for (std::size_t b = 0; b < nb; ++b) {
     const std::size_t lo = b * block, len = lo + block <= n ? block : n - lo;
-    sums[b] = detail::exp_sum<Arch>(row.subspan(lo, len), m, nullptr);
+    sums[b] = live[b] ? detail::exp_sum<Arch>(row.subspan(lo, len), m, nullptr) : 0.0;
     total += sums[b];
   }
   const double target = u * total;

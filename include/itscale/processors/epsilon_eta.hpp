@@ -11,6 +11,7 @@
 
 #include "itscale/core/errors.hpp"
 #include "itscale/kernels/top_k.hpp"
+#include "itscale/processors/live_set.hpp"
 #include "itscale/processors/probabilities.hpp"
 #include "itscale/processors/processor.hpp"
 
@@ -18,16 +19,21 @@ namespace itscale {
 inline namespace v0 {
 
 namespace detail {
-/// Masks tokens with probability < cutoff, except those at or above the k-th largest logit
-/// (HF's `scores < topk(scores, k)[-1]` guard, so ties at the k-th value survive too).
-inline void mask_below_probability(std::span<float> row, float cutoff, std::size_t min_keep,
-                                   workspace& ws) noexcept {
-  const std::size_t n = row.size();
-  auto probs = std::span(ws.values2).first(n);
-  softmax_f32(row, probs);
-  const float guard = kernels::kth_largest(row, min_keep < n ? min_keep : n);
-  for (std::size_t i = 0; i < n; ++i)
-    if (probs[i] < cutoff && row[i] < guard) row[i] = masked_logit;
+/// Masks the tokens of `alive` with probability < cutoff, except those at or above the k-th
+/// largest logit (HF's `scores < topk(scores, k)[-1]` guard, so ties at the k-th value survive
+/// too). `probs`: softmax_f32_at(row, alive).
+inline live_set mask_below_probability(std::span<float> row, std::span<token_id> alive, std::span<const float> probs,
+                                       float cutoff, std::size_t min_keep, workspace& ws) noexcept {
+  const float guard = kth_largest_at(row, alive, min_keep < row.size() ? min_keep : row.size(), ws);
+  bool masked_any = false;
+  for (std::size_t j = 0; j < alive.size(); ++j) {
+    const auto t = static_cast<std::size_t>(alive[j]);
+    if (probs[j] < cutoff && row[t] < guard) {
+      row[t] = masked_logit;
+      masked_any = true;
+    }
+  }
+  return masked_any ? prune_live(row, alive) : live_set{alive, true};
 }
 }  // namespace detail
 
@@ -41,8 +47,16 @@ class epsilon_filter {
     if (min_tokens_to_keep == 0) throw invalid_option("itscale: min_tokens_to_keep must be >= 1, got 0");
   }
 
-  void apply(std::span<float> row, const step_context& ctx) const noexcept {
-    detail::mask_below_probability(row, eps_, min_keep_, *ctx.ws);
+  void apply(std::span<float> row, const step_context& ctx) const noexcept { (void)apply(row, ctx, live_set{}); }
+
+  /// As `apply`, touching only the unmasked tokens `live` (listed first if unknown); returns the
+  /// tokens left unmasked.
+  live_set apply(std::span<float> row, const step_context& ctx, live_set live) const noexcept {
+    const std::span<token_id> alive = detail::list_live(row, live, *ctx.ws);
+    if (alive.empty()) return {alive, true};
+    auto probs = std::span(ctx.ws->values).first(alive.size());
+    detail::softmax_f32_at(row, alive, probs);
+    return detail::mask_below_probability(row, alive, probs, eps_, min_keep_, *ctx.ws);
   }
 
  private:
@@ -60,10 +74,17 @@ class eta_filter {
     if (min_tokens_to_keep == 0) throw invalid_option("itscale: min_tokens_to_keep must be >= 1, got 0");
   }
 
-  void apply(std::span<float> row, const step_context& ctx) const noexcept {
-    const float entropy = detail::entropy_f32(row, std::span(ctx.ws->values2).first(row.size()));
+  void apply(std::span<float> row, const step_context& ctx) const noexcept { (void)apply(row, ctx, live_set{}); }
+
+  /// As `apply`, touching only the unmasked tokens `live` (listed first if unknown); returns the
+  /// tokens left unmasked.
+  live_set apply(std::span<float> row, const step_context& ctx, live_set live) const noexcept {
+    const std::span<token_id> alive = detail::list_live(row, live, *ctx.ws);
+    if (alive.empty()) return {alive, true};
+    auto probs = std::span(ctx.ws->values).first(alive.size());
+    const float entropy = detail::entropy_f32_at(row, alive, probs);  // leaves the softmax in probs
     const float eta = std::fmin(eps_, std::sqrt(eps_) * std::exp(-entropy));
-    detail::mask_below_probability(row, eta, min_keep_, *ctx.ws);
+    return detail::mask_below_probability(row, alive, probs, eta, min_keep_, *ctx.ws);
   }
 
  private:

@@ -9,7 +9,7 @@
 #include <string>
 
 #include "itscale/core/errors.hpp"
-#include "itscale/kernels/top_k.hpp"
+#include "itscale/processors/live_set.hpp"
 #include "itscale/processors/probabilities.hpp"
 #include "itscale/processors/processor.hpp"
 
@@ -26,21 +26,31 @@ class min_p_filter {
     if (min_tokens_to_keep == 0) throw invalid_option("itscale: min_tokens_to_keep must be >= 1, got 0");
   }
 
-  void apply(std::span<float> row, const step_context& ctx) const noexcept {
-    const std::size_t n = row.size();
-    auto probs = std::span(ctx.ws->values).first(n);
-    detail::softmax_f32(row, probs);
+  void apply(std::span<float> row, const step_context& ctx) const noexcept { (void)apply(row, ctx, live_set{}); }
+
+  /// As `apply`, touching only the unmasked tokens `live` (listed first if unknown); returns the
+  /// tokens left unmasked.
+  live_set apply(std::span<float> row, const step_context& ctx, live_set live) const noexcept {
+    const std::span<token_id> alive = detail::list_live(row, live, *ctx.ws);
+    const std::size_t S = alive.size();
+    // The min_tokens_to_keep best tokens survive whatever their probability: all of them when
+    // no more than that are unmasked.
+    if (S <= min_keep_) return {alive, true};
+    auto probs = std::span(ctx.ws->values).first(S);
+    detail::softmax_f32_at(row, alive, probs);
     float top = 0;
     for (float p : probs) top = p > top ? p : top;
     const float threshold = min_p_ * top;
-    // The min_tokens_to_keep best tokens survive whatever their probability.
-    const std::size_t keep = min_keep_ < n ? min_keep_ : n;
-    auto best = std::span(ctx.ws->ids).first(keep);
-    auto best_values = std::span(ctx.ws->values2).first(keep);
-    kernels::top_k(row, best, best_values);
-    for (token_id t : best) probs[static_cast<std::size_t>(t)] = threshold;  // mark as kept
-    for (std::size_t i = 0; i < n; ++i)
-      if (probs[i] < threshold) row[i] = masked_logit;
+    const detail::rank_cut best = detail::rank_cut_at(row, alive, min_keep_, *ctx.ws);
+    bool masked_any = false;
+    for (std::size_t j = 0; j < S; ++j) {
+      const token_id t = alive[j];
+      if (probs[j] < threshold && !best.keeps(row[static_cast<std::size_t>(t)], t)) {
+        row[static_cast<std::size_t>(t)] = masked_logit;
+        masked_any = true;
+      }
+    }
+    return masked_any ? detail::prune_live(row, alive) : live_set{alive, true};
   }
 
  private:

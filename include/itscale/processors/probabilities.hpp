@@ -14,8 +14,8 @@
 #include <cstddef>
 #include <span>
 
+#include "itscale/core/types.hpp"
 #include "itscale/kernels/reduce.hpp"
-#include "itscale/kernels/reference/reduce.hpp"
 
 namespace itscale {
 inline namespace v0 {
@@ -42,6 +42,42 @@ template <class F>
   return acc[0];
 }
 
+/// `torch_lane_sum` over terms that are 0 except `term(j)` at position `pos(j)`, j < count,
+/// positions increasing. Bit-identical to the dense sum: position i always goes to lane i % 16
+/// (the tail too, as the main loop ends on a multiple of 16), adding an exact 0 changes no
+/// float, and each lane still adds its terms in position order.
+template <class Pos, class Term>
+[[nodiscard]] float torch_lane_sum_at(std::size_t count, Pos pos, Term term) noexcept {
+  float acc[torch_lanes] = {};
+  for (std::size_t j = 0; j < count; ++j) acc[pos(j) % torch_lanes] += term(j);
+  for (std::size_t w = torch_lanes / 2; w >= 1; w /= 2)
+    for (std::size_t l = 0; l < w; ++l) acc[l] += acc[l + w];
+  return acc[0];
+}
+
+/// probs[j] = softmax_f32(row)[live[j]], where `live` lists (increasing) every entry of `row`
+/// that is not -inf: the same floats as the dense softmax_f32 for S = live.size() exps.
+/// Precondition: live is not empty.
+inline void softmax_f32_at(std::span<const float> row, std::span<const token_id> live, std::span<float> probs) noexcept {
+  float m = -INFINITY;
+  for (token_id t : live) m = row[static_cast<std::size_t>(t)] > m ? row[static_cast<std::size_t>(t)] : m;
+  for (std::size_t j = 0; j < live.size(); ++j) probs[j] = std::exp(row[static_cast<std::size_t>(live[j])] - m);
+  const float inv = 1.0f / torch_lane_sum_at(
+                               live.size(), [live](std::size_t j) { return static_cast<std::size_t>(live[j]); },
+                               [probs](std::size_t j) { return probs[j]; });
+  for (std::size_t j = 0; j < live.size(); ++j) probs[j] *= inv;
+}
+
+/// out[j] = log_softmax_f32(row)[live[j]] (see softmax_f32_at).
+inline void log_softmax_f32_at(std::span<const float> row, std::span<const token_id> live, std::span<float> out) noexcept {
+  float m = -INFINITY;
+  for (token_id t : live) m = row[static_cast<std::size_t>(t)] > m ? row[static_cast<std::size_t>(t)] : m;
+  const float log_sum = std::log(torch_lane_sum_at(
+      live.size(), [live](std::size_t j) { return static_cast<std::size_t>(live[j]); },
+      [row, live, m](std::size_t j) { return std::exp(row[static_cast<std::size_t>(live[j])] - m); }));
+  for (std::size_t j = 0; j < live.size(); ++j) out[j] = (row[static_cast<std::size_t>(live[j])] - m) - log_sum;
+}
+
 /// out = softmax(in) in float32 as torch computes it; masked entries get 0. Precondition: some
 /// entry is finite; `out` may alias `in`.
 inline void softmax_f32(std::span<const float> in, std::span<float> out) noexcept {
@@ -51,24 +87,21 @@ inline void softmax_f32(std::span<const float> in, std::span<float> out) noexcep
   for (std::size_t i = 0; i < in.size(); ++i) out[i] *= inv;
 }
 
-/// out = log_softmax(in) in float32 as torch computes it: (x - max) - log(sum).
-inline void log_softmax_f32(std::span<const float> in, std::span<float> out) noexcept {
-  const float m = kernels::max(in);
-  const float log_sum = std::log(torch_lane_sum(in, [m](float x) { return std::exp(x - m); }));
-  for (std::size_t i = 0; i < in.size(); ++i) out[i] = (in[i] - m) - log_sum;
-}
-
-/// Natural-log entropy of softmax(row) as torch's `Categorical(logits=row).entropy()`:
-/// logits normalised by logsumexp, probabilities by the softmax kernel, -sum(p * logit);
-/// masked entries contribute 0. `probs` is scratch of the row's size.
-[[nodiscard]] inline float entropy_f32(std::span<const float> row, std::span<float> probs) noexcept {
-  // The double-accumulated scalar logsumexp, as torch's cascade sum: the SIMD kernel's float
-  // partial sums would move the result by an ULP. The max passes above are SIMD (exact).
-  const float lse = kernels::reference::logsumexp(row);
-  softmax_f32(row, probs);
+/// Natural-log entropy of softmax(row) as torch's `Categorical(logits=row).entropy()` (logits
+/// normalised by logsumexp, probabilities by the softmax kernel, -sum(p * logit)), over the
+/// tokens `live` (see softmax_f32_at); leaves those probabilities in `probs` (live.size()).
+[[nodiscard]] inline float entropy_f32_at(std::span<const float> row, std::span<const token_id> live,
+                                          std::span<float> probs) noexcept {
+  // reference::logsumexp's double sum, over the live entries only (the others add exact zeros).
+  float m = -INFINITY;
+  for (token_id t : live) m = row[static_cast<std::size_t>(t)] > m ? row[static_cast<std::size_t>(t)] : m;
+  double s = 0;
+  for (token_id t : live) s += std::exp(static_cast<double>(row[static_cast<std::size_t>(t)] - m));
+  const float lse = m + static_cast<float>(std::log(s));
+  softmax_f32_at(row, live, probs);
   double h = 0;
-  for (std::size_t i = 0; i < row.size(); ++i)
-    if (row[i] != -INFINITY) h -= static_cast<double>((row[i] - lse) * probs[i]);
+  for (std::size_t j = 0; j < live.size(); ++j)
+    h -= static_cast<double>((row[static_cast<std::size_t>(live[j])] - lse) * probs[j]);
   return static_cast<float>(h);
 }
 

@@ -34,6 +34,7 @@ struct workspace {
   std::vector<float> values2;      ///< a second row of floats
   std::vector<token_id> ids;       ///< one row of token ids
   std::vector<std::uint32_t> bits; ///< one bit per token (allowed-token masks)
+  std::vector<token_id> live;      ///< the unmasked tokens of the row, between filters (live_set)
 
   /// Makes every buffer large enough for rows of `vocab` entries.
   void reserve(std::size_t vocab) {
@@ -41,6 +42,7 @@ struct workspace {
     if (values2.size() < vocab) values2.resize(vocab);
     if (ids.size() < vocab) ids.resize(vocab);
     if (bits.size() < (vocab + 31) / 32) bits.resize((vocab + 31) / 32);
+    if (live.size() < vocab) live.resize(vocab);
   }
 };
 

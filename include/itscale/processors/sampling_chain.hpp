@@ -10,6 +10,7 @@
 #include <span>
 
 #include "itscale/processors/epsilon_eta.hpp"
+#include "itscale/processors/live_set.hpp"
 #include "itscale/processors/min_p.hpp"
 #include "itscale/processors/no_repeat_ngram.hpp"
 #include "itscale/processors/penalties.hpp"
@@ -63,16 +64,23 @@ class sampling_chain {
     run(allowed_, row, ctx);
   }
 
-  /// The warpers (HF's sampling-only `LogitsWarper`s); empty unless `do_sample`.
+  /// The warpers (HF's sampling-only `LogitsWarper`s); empty unless `do_sample`. Each hands the
+  /// next the list of tokens it left unmasked (`live_set`), so after a top-k the later filters
+  /// touch only the survivors — with the same results as on the whole row.
   void apply_warpers(std::span<float> row, const step_context& ctx) const noexcept {
-    run(temperature_, row, ctx);
-    run(top_h_, row, ctx);
-    run(top_k_, row, ctx);
-    run(top_p_, row, ctx);
-    run(min_p_, row, ctx);
-    run(typical_, row, ctx);
-    run(epsilon_, row, ctx);
-    run(eta_, row, ctx);
+    live_set live;
+    if (temperature_ && top_k_ && !top_h_) {
+      live = top_k_->apply_after(*temperature_, row, ctx);  // divides only the survivors
+    } else {
+      live = run(temperature_, row, ctx, live);
+      live = run(top_h_, row, ctx, live);
+      live = run(top_k_, row, ctx, live);
+    }
+    live = run(top_p_, row, ctx, live);
+    live = run(min_p_, row, ctx, live);
+    live = run(typical_, row, ctx, live);
+    live = run(epsilon_, row, ctx, live);
+    (void)run(eta_, row, ctx, live);
   }
 
   void apply(std::span<float> row, const step_context& ctx) const {
@@ -84,6 +92,10 @@ class sampling_chain {
   template <class P>
   static void run(const std::optional<P>& p, std::span<float> row, const step_context& ctx) {
     if (p) p->apply(row, ctx);
+  }
+  template <class P>
+  static live_set run(const std::optional<P>& p, std::span<float> row, const step_context& ctx, live_set live) noexcept {
+    return p ? p->apply(row, ctx, live) : live;
   }
 
   std::optional<logit_bias> bias_;

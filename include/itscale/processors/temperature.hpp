@@ -8,6 +8,7 @@
 #include <string>
 
 #include "itscale/core/errors.hpp"
+#include "itscale/processors/live_set.hpp"
 #include "itscale/processors/processor.hpp"
 
 namespace itscale {
@@ -23,6 +24,17 @@ class temperature {
 
   void apply(std::span<float> row, const step_context&) const noexcept {
     for (float& x : row) x /= t_;
+  }
+
+  /// As `apply`: masks nothing, so the unmasked set is unchanged (only those entries are divided
+  /// when it is known; -inf / t stays -inf).
+  live_set apply(std::span<float> row, const step_context& ctx, live_set live) const noexcept {
+    if (!live.known) {
+      apply(row, ctx);
+      return live;
+    }
+    for (token_id t : live.ids) row[static_cast<std::size_t>(t)] /= t_;
+    return live;
   }
 
   [[nodiscard]] float value() const noexcept { return t_; }

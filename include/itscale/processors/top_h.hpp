@@ -5,6 +5,7 @@
 /// -p log p stays within top_h times the entropy of that top-100 distribution; the best token is
 /// always kept.
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <span>
@@ -13,6 +14,7 @@
 #include "itscale/core/errors.hpp"
 #include "itscale/kernels/reference/reduce.hpp"
 #include "itscale/kernels/top_k.hpp"
+#include "itscale/processors/live_set.hpp"
 #include "itscale/processors/probabilities.hpp"
 #include "itscale/processors/processor.hpp"
 
@@ -30,7 +32,10 @@ class top_h_filter {
       throw invalid_option("itscale: top_h must be in (0, 1], got " + detail::num(top_h));
   }
 
-  void apply(std::span<float> row, const step_context& ctx) const noexcept {
+  void apply(std::span<float> row, const step_context& ctx) const noexcept { (void)apply(row, ctx, live_set{}); }
+
+  /// As `apply`; returns the kept tokens (the ranking is over the whole row either way).
+  live_set apply(std::span<float> row, const step_context& ctx, live_set /*live*/) const noexcept {
     const std::size_t n = row.size();
     const std::size_t m = n < candidates ? n : candidates;
     auto ids = std::span(ctx.ws->ids).first(m);
@@ -60,6 +65,13 @@ class top_h_filter {
     for (std::size_t j = 0; j < kept; ++j) probs[j] = row[static_cast<std::size_t>(ids[j])];
     for (float& x : row) x = masked_logit;
     for (std::size_t j = 0; j < kept; ++j) row[static_cast<std::size_t>(ids[j])] = probs[j];
+    // The kept tokens (unmasked ones only: with fewer than `kept` finite logits the ranking
+    // reaches masked entries), in id order for the filters after this one.
+    std::size_t live = 0;
+    for (std::size_t j = 0; j < kept; ++j)
+      if (probs[j] != masked_logit) ctx.ws->live[live++] = ids[j];
+    std::sort(ctx.ws->live.begin(), ctx.ws->live.begin() + static_cast<std::ptrdiff_t>(live));
+    return {std::span(ctx.ws->live).first(live), true};
   }
 
  private:

@@ -7,11 +7,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
-#include <numeric>
 #include <span>
 #include <string>
 
 #include "itscale/core/errors.hpp"
+#include "itscale/processors/live_set.hpp"
 #include "itscale/processors/probabilities.hpp"
 #include "itscale/processors/processor.hpp"
 
@@ -19,9 +19,8 @@ namespace itscale {
 inline namespace v0 {
 
 namespace detail {
-/// Fills `ids[0, n)` with 0..n-1 ordered from the lowest-ranked token to the highest.
+/// Orders the tokens `ids` from the lowest-ranked to the highest.
 inline void sort_by_rank_ascending(std::span<const float> row, std::span<token_id> ids) noexcept {
-  std::iota(ids.begin(), ids.end(), token_id{0});
   std::sort(ids.begin(), ids.end(), [row](token_id a, token_id b) {
     const float va = row[static_cast<std::size_t>(a)], vb = row[static_cast<std::size_t>(b)];
     return va < vb || (va == vb && a > b);
@@ -41,23 +40,39 @@ class top_p_filter {
     if (min_tokens_to_keep == 0) throw invalid_option("itscale: min_tokens_to_keep must be >= 1, got 0");
   }
 
-  void apply(std::span<float> row, const step_context& ctx) const noexcept {
-    const std::size_t n = row.size();
-    auto ids = std::span(ctx.ws->ids).first(n);
-    auto probs = std::span(ctx.ws->values).first(n);
+  void apply(std::span<float> row, const step_context& ctx) const noexcept { (void)apply(row, ctx, live_set{}); }
+
+  /// As `apply`, touching only the unmasked tokens `live` (listed first if unknown); returns the
+  /// tokens left unmasked.
+  live_set apply(std::span<float> row, const step_context& ctx, live_set live) const noexcept {
+    const std::span<token_id> alive = detail::list_live(row, live, *ctx.ws);
+    const std::size_t n = row.size(), S = alive.size();
+    if (S == 0) return {alive, true};
+    // HF sorts the whole row ascending: the n - S masked tokens come first (probability 0), so
+    // the survivors sit at sorted positions M + r and only they need sorting.
+    const std::size_t M = n - S;
+    auto ids = std::span(ctx.ws->ids).first(S);
+    auto probs = std::span(ctx.ws->values).first(S);
+    std::copy(alive.begin(), alive.end(), ids.begin());
     detail::sort_by_rank_ascending(row, ids);
-    // HF softmaxes the sorted row: same values, but torch's float sum runs in sorted order.
-    for (std::size_t j = 0; j < n; ++j) probs[j] = row[static_cast<std::size_t>(ids[j])];
-    detail::softmax_f32(probs, probs);
-    // HF compares the float32 cumulative sum with (1 - top_p) rounded to float32.
+    // HF softmaxes the sorted row: torch's float lane sum runs over sorted positions.
+    const float m = row[static_cast<std::size_t>(ids[S - 1])];
+    for (std::size_t r = 0; r < S; ++r) probs[r] = std::exp(row[static_cast<std::size_t>(ids[r])] - m);
+    const float inv = 1.0f / detail::torch_lane_sum_at(
+                                 S, [M](std::size_t r) { return M + r; }, [probs](std::size_t r) { return probs[r]; });
+    // HF compares the float32 cumulative sum with (1 - top_p) rounded to float32; the masked
+    // prefix adds zeros.
     const auto cut = static_cast<float>(1.0 - p_);
     const std::size_t protected_from = n > min_keep_ ? n - min_keep_ : 0;
     double cum = 0;
-    for (std::size_t j = 0; j < protected_from; ++j) {
-      cum += probs[j];
-      if (static_cast<float>(cum) <= cut) row[static_cast<std::size_t>(ids[j])] = masked_logit;
-      else break;  // the cumulative sum only grows: nothing after j is removed
+    bool masked_any = false;
+    for (std::size_t r = 0; M + r < protected_from; ++r) {
+      cum += probs[r] * inv;
+      if (static_cast<float>(cum) > cut) break;  // the cumulative sum only grows: nothing after r is removed
+      row[static_cast<std::size_t>(ids[r])] = masked_logit;
+      masked_any = true;
     }
+    return masked_any ? detail::prune_live(row, alive) : live_set{alive, true};
   }
 
  private:

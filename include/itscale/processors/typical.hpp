@@ -13,6 +13,7 @@
 
 #include "itscale/core/errors.hpp"
 #include "itscale/kernels/reduce.hpp"
+#include "itscale/processors/live_set.hpp"
 #include "itscale/processors/probabilities.hpp"
 #include "itscale/processors/processor.hpp"
 
@@ -29,44 +30,59 @@ class typical_filter {
     if (min_tokens_to_keep == 0) throw invalid_option("itscale: min_tokens_to_keep must be >= 1, got 0");
   }
 
-  void apply(std::span<float> row, const step_context& ctx) const noexcept {
-    const std::size_t n = row.size();
-    auto shifted = std::span(ctx.ws->values).first(n);
-    auto probs = std::span(ctx.ws->values2).first(n);
-    auto ids = std::span(ctx.ws->ids).first(n);
-    // |surprisal - entropy| per token, from torch's float32 log_softmax; masked tokens are
-    // infinitely far.
-    auto logp = shifted;
-    detail::log_softmax_f32(row, logp);
+  void apply(std::span<float> row, const step_context& ctx) const noexcept { (void)apply(row, ctx, live_set{}); }
+
+  /// As `apply`, touching only the unmasked tokens `live` (listed first if unknown); returns the
+  /// tokens left unmasked.
+  live_set apply(std::span<float> row, const step_context& ctx, live_set live) const noexcept {
+    const std::span<token_id> alive = detail::list_live(row, live, *ctx.ws);
+    const std::size_t n = row.size(), S = alive.size();
+    if (S == 0) return {alive, true};
+    // |surprisal - entropy| per unmasked token (index j into `alive`), from torch's float32
+    // log_softmax; masked tokens are infinitely far, so they sort after every survivor.
+    auto shifted = std::span(ctx.ws->values).first(S);
+    auto probs = std::span(ctx.ws->values2).first(S);
+    auto order = std::span(ctx.ws->ids).first(S);
+    auto& logp = shifted;
+    detail::log_softmax_f32_at(row, alive, logp);
     double ent = 0;
-    for (std::size_t i = 0; i < n; ++i)
-      if (row[i] != masked_logit) ent -= static_cast<double>(logp[i] * std::exp(logp[i]));
+    for (std::size_t j = 0; j < S; ++j) ent -= static_cast<double>(logp[j] * std::exp(logp[j]));
     const auto entropy = static_cast<float>(ent);
-    for (std::size_t i = 0; i < n; ++i)
-      shifted[i] = row[i] == masked_logit ? INFINITY : std::fabs(-logp[i] - entropy);
-    // Closest first; equal distances: the lower token id first (library tie rule).
-    std::iota(ids.begin(), ids.end(), token_id{0});
-    std::sort(ids.begin(), ids.end(), [shifted](token_id a, token_id b) {
+    for (std::size_t j = 0; j < S; ++j) shifted[j] = std::fabs(-logp[j] - entropy);
+    // Closest first; equal distances: the lower token id first (library tie rule; `alive` is
+    // increasing, so the lower j).
+    std::iota(order.begin(), order.end(), token_id{0});
+    std::sort(order.begin(), order.end(), [shifted](token_id a, token_id b) {
       const float va = shifted[static_cast<std::size_t>(a)], vb = shifted[static_cast<std::size_t>(b)];
       return va < vb || (va == vb && a < b);
     });
-    // HF softmaxes the logits in that order (torch's float sum runs in sorted order).
-    for (std::size_t j = 0; j < n; ++j) probs[j] = row[static_cast<std::size_t>(ids[j])];
-    detail::softmax_f32(probs, probs);
-    // last = number of sorted tokens whose cumulative probability is still < mass (HF's rule).
+    const auto token = [alive, order](std::size_t r) { return static_cast<std::size_t>(alive[static_cast<std::size_t>(order[r])]); };
+    // HF softmaxes the logits in that order (torch's float lane sum runs over sorted positions;
+    // the masked tokens come last and add zeros).
+    float m = -INFINITY;
+    for (std::size_t r = 0; r < S; ++r) m = row[token(r)] > m ? row[token(r)] : m;
+    for (std::size_t r = 0; r < S; ++r) probs[r] = std::exp(row[token(r)] - m);
+    const float inv = 1.0f / detail::torch_lane_sum_at(
+                                 S, [](std::size_t r) { return r; }, [probs](std::size_t r) { return probs[r]; });
+    // last = number of sorted tokens whose cumulative probability is still < mass (HF's rule);
+    // past the survivors the sum stops growing.
     std::size_t last = 0;
     double cum = 0;
-    for (std::size_t j = 0; j < n; ++j) {
-      cum += probs[j];
+    for (std::size_t r = 0; r < S; ++r) {
+      cum += probs[r] * inv;
       if (static_cast<float>(cum) < mass_) ++last;
       else break;
     }
+    if (last == S) last = n;
     last = std::min(last, n - 1);
-    const float limit = shifted[static_cast<std::size_t>(ids[last])];
-    for (std::size_t j = std::min(min_keep_, n); j < n; ++j) {
-      const auto t = static_cast<std::size_t>(ids[j]);
-      if (shifted[t] > limit) row[t] = masked_logit;
-    }
+    const float limit = last < S ? shifted[static_cast<std::size_t>(order[last])] : INFINITY;
+    bool masked_any = false;
+    for (std::size_t r = std::min(min_keep_, n); r < S; ++r)
+      if (shifted[static_cast<std::size_t>(order[r])] > limit) {
+        row[token(r)] = masked_logit;
+        masked_any = true;
+      }
+    return masked_any ? detail::prune_live(row, alive) : live_set{alive, true};
   }
 
  private:

@@ -38,10 +38,18 @@ template <class Arch>
   B all_max(detail::neg_inf);
   for (std::size_t b = 0; b < nb; ++b) {
     const std::size_t lo = b * block, hi = lo + block <= n ? lo + block : n;
-    B acc(detail::neg_inf);
+    // Four accumulators: one would chain every max on the previous one's latency.
+    B a0(detail::neg_inf), a1(detail::neg_inf), a2(detail::neg_inf), a3(detail::neg_inf);
     std::size_t i = lo;
-    for (; i + L <= hi; i += L) acc = xsimd::max(acc, B::load_unaligned(row.data() + i));
-    if (i < hi) acc = xsimd::max(acc, detail::load_tail<Arch>(row.data() + i, hi - i, detail::neg_inf));
+    for (; i + 4 * L <= hi; i += 4 * L) {
+      a0 = xsimd::max(a0, B::load_unaligned(row.data() + i));
+      a1 = xsimd::max(a1, B::load_unaligned(row.data() + i + L));
+      a2 = xsimd::max(a2, B::load_unaligned(row.data() + i + 2 * L));
+      a3 = xsimd::max(a3, B::load_unaligned(row.data() + i + 3 * L));
+    }
+    for (; i + L <= hi; i += L) a0 = xsimd::max(a0, B::load_unaligned(row.data() + i));
+    if (i < hi) a0 = xsimd::max(a0, detail::load_tail<Arch>(row.data() + i, hi - i, detail::neg_inf));
+    const B acc = xsimd::max(xsimd::max(a0, a1), xsimd::max(a2, a3));
     live[b] = xsimd::any(acc > ninf);
     all_max = xsimd::max(all_max, acc);
   }

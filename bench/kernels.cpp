@@ -69,6 +69,7 @@
 #include "itscale/kernels/reduce.hpp"
 #include "itscale/kernels/sample.hpp"
 #include "itscale/kernels/softmax.hpp"
+#include "itscale/kernels/sparse.hpp"
 #include "itscale/kernels/top_k.hpp"
 #include "itscale/processors/min_p.hpp"
 #include "itscale/processors/sampling_chain.hpp"
@@ -656,7 +657,8 @@ void reg_sample(config c) {
 
 /// llama.cpp's default chain: top-k 40, top-p 0.95, min-p 0.05, temperature 0.8, then a draw.
 /// itscale: the runtime sampling_chain with those options (HF's warper order: temperature first)
-/// and kernels::sample_inverse_cdf, on a copy of the row.
+/// on a copy of the row, then kernels::sample_inverse_cdf over the tokens it left (as the
+/// decoders do).
 void reg_chain(config c) {
   c.op = "chain";
   c.impl = "itscale";
@@ -677,8 +679,8 @@ void reg_chain(config c) {
       for (std::size_t r = 0; r < cf.rows; ++r) {
         const auto row = b.row(r);
         std::copy(row.begin(), row.end(), work.begin());
-        chain.apply_warpers(work, ctx);
-        benchmark::DoNotOptimize(ik::sample_inverse_cdf(work, u.next()));
+        const itscale::live_set live = chain.apply_warpers(work, ctx);  // known: top_k is on
+        benchmark::DoNotOptimize(ik::sample_inverse_cdf(work, live.ids, u.next()));
         benchmark::ClobberMemory();
       }
   });

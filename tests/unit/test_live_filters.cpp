@@ -17,6 +17,7 @@
 
 #include "itscale/core/rng.hpp"
 #include "itscale/kernels/filters.hpp"
+#include "itscale/kernels/sparse.hpp"
 #include "itscale/processors/epsilon_eta.hpp"
 #include "itscale/processors/min_p.hpp"
 #include "itscale/processors/probabilities.hpp"
@@ -410,4 +411,32 @@ TEST_CASE("top_k_filter::apply_after(temperature) equals temperature then top-k,
       }
   MESSAGE("rows where a logit below the k-th value survives by rounding onto it: ", collisions);
   CHECK(collisions > 0);
+}
+
+TEST_CASE("sparse sample_inverse_cdf and logsumexp over the listed tokens match the float64 row") {
+  for (const row_case& c : cases()) {
+    CAPTURE(c.n);
+    CAPTURE(c.masked);
+    const row_t row = make_row(c.n, c.masked, c.levels, c.seed);
+    std::vector<token_id> ids(row.size());
+    ids.resize(itscale::kernels::collect_unmasked(row, ids));
+    double m = -inf, total = 0;
+    for (float v : row) m = std::max(m, static_cast<double>(v));
+    for (float v : row) total += std::exp(static_cast<double>(v) - m);
+    CHECK(itscale::kernels::logsumexp(row, ids) == doctest::Approx(m + std::log(total)).epsilon(1e-6));
+    for (double u : {0.0, 0.1, 0.5, 0.9, 0.999999}) {
+      const std::size_t t = itscale::kernels::sample_inverse_cdf(row, ids, u);
+      REQUIRE(t < row.size());
+      CHECK(row[t] != -inf);
+      // t closes the first CDF step above u (float64 over the whole row, in token order).
+      double below = 0;
+      for (std::size_t i = 0; i < t; ++i) below += std::exp(static_cast<double>(row[i]) - m);
+      const double upto = below + std::exp(static_cast<double>(row[t]) - m);
+      CHECK(below / total <= u + 1e-12);
+      CHECK(upto / total > u - 1e-12);
+    }
+  }
+  const row_t masked(7, -inf);
+  CHECK(itscale::kernels::sample_inverse_cdf(masked, std::span<const token_id>(), 0.5) == itscale::kernels::npos);
+  CHECK(itscale::kernels::logsumexp(masked, std::span<const token_id>()) == -inf);
 }

@@ -25,6 +25,7 @@
 #include "itscale/decode/handle_guard.hpp"
 #include "itscale/kernels/reduce.hpp"
 #include "itscale/kernels/sample.hpp"
+#include "itscale/kernels/sparse.hpp"
 #include "itscale/processors/chain.hpp"
 #include "itscale/processors/sampling_chain.hpp"
 #include "itscale/sources/validate_tokens.hpp"
@@ -148,15 +149,17 @@ template <LogitSource S, AnyLogitsProcessor P>
         user.apply(row, ctx, s.state);
       else
         user.apply(row, ctx);
-      chain.apply_warpers(row, ctx);
-      const std::size_t pick = opts.do_sample
-                                   ? kernels::sample_inverse_cdf(row, s.rng.uniform(static_cast<std::uint32_t>(step)))
-                                   : kernels::argmax(row);
+      // After a top-k the warpers list the few tokens left: draw and normalise over those only.
+      const live_set live = chain.apply_warpers(row, ctx);
+      const double u = opts.do_sample ? s.rng.uniform(static_cast<std::uint32_t>(step)) : 0.0;
+      const std::size_t pick = !opts.do_sample ? kernels::argmax(row)
+                               : live.known    ? kernels::sample_inverse_cdf(row, live.ids, u)
+                                               : kernels::sample_inverse_cdf(row, u);
       if (pick == kernels::npos || row[pick] == masked_logit)
         throw search_error("itscale: every token is masked at step " + std::to_string(step) + " of request " +
                            std::to_string(s.request) + ", sample " + std::to_string(s.sample));
       const auto t = static_cast<token_id>(pick);
-      const float lp = row[pick] - kernels::logsumexp(row);
+      const float lp = row[pick] - (live.known ? kernels::logsumexp(row, live.ids) : kernels::logsumexp(row));
       s.tokens.push_back(t);
       s.out.tokens.push_back(t);
       s.out.logprobs.push_back(lp);

@@ -66,8 +66,9 @@ class sampling_chain {
 
   /// The warpers (HF's sampling-only `LogitsWarper`s); empty unless `do_sample`. Each hands the
   /// next the list of tokens it left unmasked (`live_set`), so after a top-k the later filters
-  /// touch only the survivors — with the same results as on the whole row.
-  void apply_warpers(std::span<float> row, const step_context& ctx) const noexcept {
+  /// touch only the survivors — with the same results as on the whole row. Returns that list
+  /// (unknown when no warper ran), for drawing and normalising over it (kernels/sparse.hpp).
+  live_set apply_warpers(std::span<float> row, const step_context& ctx) const noexcept {
     live_set live;
     if (temperature_ && top_k_ && !top_h_) {
       live = top_k_->apply_after(*temperature_, row, ctx);  // divides only the survivors
@@ -80,7 +81,7 @@ class sampling_chain {
     live = run(min_p_, row, ctx, live);
     live = run(typical_, row, ctx, live);
     live = run(epsilon_, row, ctx, live);
-    (void)run(eta_, row, ctx, live);
+    return run(eta_, row, ctx, live);
   }
 
   void apply(std::span<float> row, const step_context& ctx) const {

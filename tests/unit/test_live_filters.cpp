@@ -191,6 +191,13 @@ row_t make_row(std::size_t n, double masked_share, int levels, std::uint64_t see
   return row;
 }
 
+std::vector<token_id> unmasked(const row_t& r) {
+  std::vector<token_id> ids;
+  for (std::size_t i = 0; i < r.size(); ++i)
+    if (r[i] != -inf) ids.push_back(static_cast<token_id>(i));
+  return ids;
+}
+
 bool same_bits(const row_t& a, const row_t& b) { return std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0; }
 
 struct row_case {
@@ -318,15 +325,9 @@ TEST_CASE("each warper returns exactly the tokens it left unmasked, given a know
     CAPTURE(c.n);
     CAPTURE(c.masked);
     row_t row = make_row(c.n, c.masked, c.levels, c.seed);
-    const auto listed = [](const row_t& r) {
-      std::vector<token_id> ids;
-      for (std::size_t i = 0; i < r.size(); ++i)
-        if (r[i] != -inf) ids.push_back(static_cast<token_id>(i));
-      return ids;
-    };
     const auto same = [&](itscale::live_set s, const row_t& r) {
       REQUIRE(s.known);
-      CHECK(std::vector<token_id>(s.ids.begin(), s.ids.end()) == listed(r));
+      CHECK(std::vector<token_id>(s.ids.begin(), s.ids.end()) == unmasked(r));
     };
     // Unknown set in, then the set each filter returns handed to the next one.
     itscale::live_set live = itscale::top_k_filter(std::max<std::size_t>(1, c.n / 3)).apply(row, ctx, {});
@@ -403,10 +404,7 @@ TEST_CASE("top_k_filter::apply_after(temperature) equals temperature then top-k,
         for (float& v : want) v /= t;
         whole_row::top_k(want, k);
         CHECK(same_bits(got, want));
-        std::vector<token_id> listed;
-        for (std::size_t i = 0; i < got.size(); ++i)
-          if (got[i] != -inf) listed.push_back(static_cast<token_id>(i));
-        CHECK(std::vector<token_id>(live.ids.begin(), live.ids.end()) == listed);
+        CHECK(std::vector<token_id>(live.ids.begin(), live.ids.end()) == unmasked(got));
         if (row.size() > 4 && want[1] != -inf && row[1] < kth) ++collisions;
       }
   MESSAGE("rows where a logit below the k-th value survives by rounding onto it: ", collisions);

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,30 @@
 
 namespace itscale {
 inline namespace v0 {
+
+namespace detail {
+
+/// The length and EOS rules that the options of every search share; `fail(what)` throws.
+template <class Fail>
+void check_length_and_eos(std::size_t min_new_tokens, std::size_t max_new_tokens, std::span<const token_id> eos,
+                          const Fail& fail) {
+  if (min_new_tokens > max_new_tokens)
+    fail("min_new_tokens (" + std::to_string(min_new_tokens) + ") must be <= max_new_tokens (" +
+         std::to_string(max_new_tokens) + ")");
+  if (min_new_tokens > 0 && eos.empty()) fail("min_new_tokens > 0 needs at least one eos_token_id");
+  for (token_id e : eos)
+    if (e < 0) fail("eos_token_id must be >= 0, got " + std::to_string(e));
+}
+
+/// Throws `invalid_option` for an EOS id outside the vocabulary; `options` names the struct.
+inline void check_eos_in_vocab(std::span<const token_id> eos, std::size_t vocab, const char* options) {
+  for (token_id e : eos)
+    if (static_cast<std::size_t>(e) >= vocab)
+      throw invalid_option(std::string("itscale: ") + options + ".eos_token_id " + std::to_string(e) +
+                           " is outside the vocabulary (vocab size " + std::to_string(vocab) + ")");
+}
+
+}  // namespace detail
 
 /// When a prompt's search ends before `max_new_tokens` (HF's `early_stopping`).
 enum class early_stopping_mode : std::uint8_t {
@@ -71,12 +96,7 @@ struct beam_options {
     if (max_new_tokens == 0)
       fail("max_new_tokens must be >= 1, got 0" +
            std::string(min_new_tokens > 0 ? " (min_new_tokens = " + std::to_string(min_new_tokens) + ")" : ""));
-    if (min_new_tokens > max_new_tokens)
-      fail("min_new_tokens (" + std::to_string(min_new_tokens) + ") must be <= max_new_tokens (" +
-           std::to_string(max_new_tokens) + ")");
-    if (min_new_tokens > 0 && eos_token_id.empty()) fail("min_new_tokens > 0 needs at least one eos_token_id");
-    for (token_id e : eos_token_id)
-      if (e < 0) fail("eos_token_id must be >= 0, got " + std::to_string(e));
+    detail::check_length_and_eos(min_new_tokens, max_new_tokens, eos_token_id, fail);
     if (!(repetition_penalty > 0) || !std::isfinite(repetition_penalty))
       fail("repetition_penalty must be finite and > 0, got " + detail::num(repetition_penalty));
     if (!(patience > 0) || !std::isfinite(patience))
@@ -89,10 +109,7 @@ struct beam_options {
   /// `validate()` plus: every EOS id is inside the vocabulary.
   void validate(std::size_t vocab) const {
     validate();
-    for (token_id e : eos_token_id)
-      if (static_cast<std::size_t>(e) >= vocab)
-        throw invalid_option("itscale: beam_options.eos_token_id " + std::to_string(e) +
-                             " is outside the vocabulary (vocab size " + std::to_string(vocab) + ")");
+    detail::check_eos_in_vocab(eos_token_id, vocab, "beam_options");
   }
 };
 

@@ -41,10 +41,10 @@
 #include "itscale/core/rng.hpp"
 #include "itscale/decode/generate.hpp"
 #include "itscale/decode/generation.hpp"
-#include "itscale/decode/handle_guard.hpp"
 #include "itscale/kernels/reduce.hpp"
 #include "itscale/kernels/softmax.hpp"
-#include "itscale/sources/validate_tokens.hpp"
+#include "itscale/search/beam_driver.hpp"
+#include "itscale/search/beam_options.hpp"
 
 namespace itscale {
 inline namespace v0 {
@@ -65,20 +65,12 @@ struct stochastic_beam_options {
       fail("temperature must be finite and > 0, got " + detail::num(temperature));
     if (max_new_tokens == 0) fail("max_new_tokens must be >= 1, got 0");
     if (max_new_tokens >= std::numeric_limits<std::uint32_t>::max()) fail("max_new_tokens is too large");
-    if (min_new_tokens > max_new_tokens)
-      fail("min_new_tokens (" + std::to_string(min_new_tokens) + ") must be <= max_new_tokens (" +
-           std::to_string(max_new_tokens) + ")");
-    if (min_new_tokens > 0 && eos_token_id.empty()) fail("min_new_tokens > 0 needs at least one eos_token_id");
-    for (token_id e : eos_token_id)
-      if (e < 0) fail("eos_token_id must be >= 0, got " + std::to_string(e));
+    detail::check_length_and_eos(min_new_tokens, max_new_tokens, eos_token_id, fail);
   }
 
   void validate(std::size_t vocab) const {
     validate();
-    for (token_id e : eos_token_id)
-      if (static_cast<std::size_t>(e) >= vocab)
-        throw invalid_option("itscale: stochastic_beam_options.eos_token_id " + std::to_string(e) +
-                             " is outside the vocabulary (vocab size " + std::to_string(vocab) + ")");
+    detail::check_eos_in_vocab(eos_token_id, vocab, "stochastic_beam_options");
   }
 };
 
@@ -161,14 +153,10 @@ template <LogitSource S>
     std::span<const std::uint64_t> streams = {}) {
   const std::size_t vocab = source.vocab_size();
   opts.validate(vocab);
-  if (prompts.empty()) throw invalid_input("itscale: stochastic_beam_search needs at least one prompt");
-  if (!streams.empty() && streams.size() != prompts.size())
+  if (!prompts.empty() && !streams.empty() && streams.size() != prompts.size())
     throw invalid_input("itscale: stochastic_beam_search got " + std::to_string(streams.size()) +
                         " stream ids for " + std::to_string(prompts.size()) + " prompts");
-  for (std::size_t p = 0; p < prompts.size(); ++p) {
-    if (prompts[p].empty()) throw invalid_input("itscale: prompt " + std::to_string(p) + " is empty");
-    detail::check_tokens(prompts[p], vocab, "prompt");
-  }
+  detail::check_beam_prompts(prompts, vocab, "stochastic_beam_search");
 
   using handle = handle_t<S>;
   constexpr double neg_inf = -std::numeric_limits<double>::infinity();
@@ -200,27 +188,18 @@ template <LogitSource S>
   };
 
   std::vector<prompt_search> ps(prompts.size());
-  detail::handle_guard<S> guard(source);
-  std::vector<float> first_rows(prompts.size() * vocab);
-  for (std::size_t p = 0; p < prompts.size(); ++p) {
-    guard.reserve(1);
-    const handle h = source.prefill(prompts[p]);
-    guard.adopt(h);
-    const logits_view v = source.logits();
-    detail::check_source_rows(v, 1, vocab, 0);
-    std::copy(v.data, v.data + vocab, first_rows.begin() + static_cast<std::ptrdiff_t>(p * vocab));
+  detail::beam_driver<S> driver(source, vocab);
+  driver.prefill(prompts, [&](std::size_t p, handle h) {
     node root;
     root.stream = streams.empty() ? detail::prompt_stream(prompts[p]) : streams[p];
     root.key = detail::gumbel_from_uniform(counter_rng(opts.seed, root.stream).uniform(detail::root_key_step, 0));
     root.h = h;
     root.row = p;
     ps[p].items.push_back(std::move(root));
-  }
+  });
 
-  logits_view view{first_rows.data(), prompts.size(), vocab};
   std::vector<candidate> cands, row_best;
-  std::vector<handle> parents, children, old;
-  std::vector<token_id> next;
+  std::vector<handle> stepped, kept;
   std::vector<std::pair<std::size_t, std::size_t>> child_of;
   std::size_t active = prompts.size();
   const auto better = [](const candidate& a, const candidate& b) {
@@ -229,10 +208,8 @@ template <LogitSource S>
   };
 
   for (std::size_t step = 0; active > 0; ++step) {
-    parents.clear();
-    next.clear();
+    const logits_view view = driver.view();
     child_of.clear();
-    old.clear();
     const std::size_t generated = step + 1;
     const bool last = generated >= opts.max_new_tokens;
     const bool eos_masked = step < opts.min_new_tokens;
@@ -307,17 +284,14 @@ template <LogitSource S>
         next_items.push_back(std::move(n));
       }
 
-      // Release running nodes without a running child now; parents after the extend.
-      for (const node& it : s.items) {
-        if (it.finished) continue;
-        const handle h = it.h;
-        const bool forks = std::any_of(next_items.begin(), next_items.end(),
-                                       [h](const node& x) { return !x.finished && x.h == h; });
-        if (forks)
-          old.push_back(h);
-        else
-          guard.release(h);
-      }
+      // Finished nodes hold no handle (theirs is a stale copy of the parent's).
+      stepped.clear();
+      kept.clear();
+      for (const node& it : s.items)
+        if (!it.finished) stepped.push_back(it.h);
+      for (const node& it : next_items)
+        if (!it.finished) kept.push_back(it.h);
+      driver.retire(stepped, kept);
       s.items = std::move(next_items);
       const bool any_running = std::any_of(s.items.begin(), s.items.end(), [](const node& x) { return !x.finished; });
       if (!any_running) {
@@ -328,26 +302,16 @@ template <LogitSource S>
       }
       for (std::size_t i = 0; i < s.items.size(); ++i) {
         if (s.items[i].finished) continue;
-        parents.push_back(s.items[i].h);
-        next.push_back(s.items[i].tokens.back());
+        driver.fork(s.items[i].h, s.items[i].tokens.back());
         child_of.emplace_back(p, i);
       }
     }
 
-    if (!parents.empty()) {
-      children.assign(parents.size(), handle{});
-      guard.reserve(children.size());
-      source.extend(parents, next, children);
-      for (handle c : children) guard.adopt(c);
-      view = source.logits();
-      detail::check_source_rows(view, children.size(), vocab, step + 1);
-      for (std::size_t i = 0; i < children.size(); ++i) {
-        node& n = ps[child_of[i].first].items[child_of[i].second];
-        n.h = children[i];
-        n.row = i;
-      }
-    }
-    for (handle h : old) guard.release(h);
+    driver.extend(step, [&](std::size_t i, handle h) {
+      node& n = ps[child_of[i].first].items[child_of[i].second];
+      n.h = h;
+      n.row = i;
+    });
   }
 
   std::vector<stochastic_beam_result> out;

@@ -25,7 +25,7 @@ inline namespace ITSCALE_KERNEL_ABI {
 
 /// log(sum(exp(row))), computed as max + log(sum(exp(row - max))) so large logits do not
 /// overflow. `-inf` when every entry is `-inf` (or the row is empty), `+inf` if an entry is
-/// `+inf`. Float exps (xsimd, <= 1 ULP), summed in float lanes flushed to double every 64 terms
+/// `+inf`. Float exps (kernels/simd/exp.hpp: <= 1 ULP with FMA, 2 without), summed in float lanes flushed to double every 64 terms
 /// per lane: within ~1e-6 absolute of the float64 value. Precondition: no NaN.
 [[nodiscard]] inline float logsumexp(std::span<const float> row) noexcept { return ITSCALE_KERNEL(logsumexp)(row); }
 

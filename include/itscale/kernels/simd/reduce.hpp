@@ -13,6 +13,7 @@
 
 #include "itscale/kernels/kernel_types.hpp"
 #include "itscale/kernels/simd/arch.hpp"
+#include "itscale/kernels/simd/exp.hpp"
 
 namespace itscale {
 inline namespace v0 {
@@ -41,6 +42,8 @@ inline void store_tail(fbatch<Arch> x, float* p, std::size_t n) noexcept {
 }
 
 /// sum over the row of exp(x - m), optionally storing every exp to `out` (may alias `row`).
+/// Precondition: every x - m <= 0 or -inf (m >= the row's max), no NaN: the exp is
+/// `exp_nonpositive` (simd/exp.hpp), which flushes results below FLT_MIN to 0.
 /// Float lanes, four accumulators, flushed into a double every 64 iterations: each lane adds at
 /// most 64 terms in float, so the sum's relative error stays ~1e-7 at any row length.
 template <class Arch>
@@ -57,31 +60,30 @@ template <class Arch>
     const std::size_t stop = n - (n - i) % (4 * L);
     const std::size_t block_end = i + 64 * 4 * L < stop ? i + 64 * 4 * L : stop;
     for (; i < block_end; i += 4 * L) {
-      const B e0 = xsimd::exp(B::load_unaligned(p + i) - mb);
-      const B e1 = xsimd::exp(B::load_unaligned(p + i + L) - mb);
-      const B e2 = xsimd::exp(B::load_unaligned(p + i + 2 * L) - mb);
-      const B e3 = xsimd::exp(B::load_unaligned(p + i + 3 * L) - mb);
+      B e[4] = {B::load_unaligned(p + i) - mb, B::load_unaligned(p + i + L) - mb,
+                B::load_unaligned(p + i + 2 * L) - mb, B::load_unaligned(p + i + 3 * L) - mb};
+      exp_nonpositive<Arch, 4>(e);  // four exps interleaved (see simd/exp.hpp)
       if (out) {
-        e0.store_unaligned(out + i);
-        e1.store_unaligned(out + i + L);
-        e2.store_unaligned(out + i + 2 * L);
-        e3.store_unaligned(out + i + 3 * L);
+        e[0].store_unaligned(out + i);
+        e[1].store_unaligned(out + i + L);
+        e[2].store_unaligned(out + i + 2 * L);
+        e[3].store_unaligned(out + i + 3 * L);
       }
-      a0 += e0;
-      a1 += e1;
-      a2 += e2;
-      a3 += e3;
+      a0 += e[0];
+      a1 += e[1];
+      a2 += e[2];
+      a3 += e[3];
     }
     total += static_cast<double>(reduce_add<Arch>((a0 + a1) + (a2 + a3)));
   }
   B a(0.0f);
   for (; i + L <= n; i += L) {
-    const B e = xsimd::exp(B::load_unaligned(p + i) - mb);
+    const B e = exp_nonpositive<Arch>(B::load_unaligned(p + i) - mb);
     if (out) e.store_unaligned(out + i);
     a += e;
   }
   if (i < n) {
-    const B e = xsimd::exp(load_tail<Arch>(p + i, n - i, neg_inf) - mb);  // exp(-inf) = 0
+    const B e = exp_nonpositive<Arch>(load_tail<Arch>(p + i, n - i, neg_inf) - mb);  // exp(-inf) = 0
     if (out) store_tail<Arch>(e, out + i, n - i);
     a += e;
   }

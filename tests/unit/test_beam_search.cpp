@@ -226,6 +226,52 @@ TEST_CASE("several prompts in one search equal searching each alone") {
   }
 }
 
+// A processor that changes nothing but is not the archetype: the search cannot know that, so it
+// writes every log-prob row before the processors instead of selecting on the shifted logits.
+struct opaque_identity {
+  void apply(std::span<float>, const itscale::step_context&) const noexcept {}
+};
+
+TEST_CASE("selection on the shifted logits equals selection on written log-probs, bit for bit") {
+  // The masking processors (no-repeat-n-gram, min-new-tokens) act on the shifted row on the first
+  // path, on the log-probs on the second; vocabularies wide enough for the SIMD main loops.
+  const std::vector<tokens> prompts{{4, 5, 6}, {7}, {10, 11, 12, 13, 14}};
+  for (const std::size_t vocab : {std::size_t{37}, std::size_t{1000}, std::size_t{4099}})
+    for (const std::size_t k : {1u, 4u, 8u}) {
+      CAPTURE(vocab);
+      CAPTURE(k);
+      const itscale::beam_options o{.num_beams = k, .length_penalty = 0.7, .num_return_sequences = k,
+                                    .max_new_tokens = 10, .min_new_tokens = 3, .eos_token_id = {0, 3},
+                                    .no_repeat_ngram_size = 2, .record_trace = true};
+      itscale::hash_lm lm(vocab, 23);
+      const std::vector<std::span<const token_id>> spans(prompts.begin(), prompts.end());
+      const auto fused = itscale::beam_search(lm, spans, o);
+      const auto written = itscale::beam_search(lm, spans, o, opaque_identity{});
+      REQUIRE(fused.size() == written.size());
+      for (std::size_t p = 0; p < fused.size(); ++p) {
+        REQUIRE(fused[p].hypotheses.size() == written[p].hypotheses.size());
+        CHECK(fused[p].steps == written[p].steps);
+        for (std::size_t j = 0; j < fused[p].hypotheses.size(); ++j) {
+          CHECK(fused[p].hypotheses[j].tokens == written[p].hypotheses[j].tokens);
+          CHECK(fused[p].hypotheses[j].logprobs == written[p].hypotheses[j].logprobs);
+          CHECK(fused[p].hypotheses[j].score == written[p].hypotheses[j].score);
+        }
+        REQUIRE(fused[p].trace.size() == written[p].trace.size());
+        for (std::size_t st = 0; st < fused[p].trace.size(); ++st) {
+          const auto& a = fused[p].trace[st].candidates;
+          const auto& b = written[p].trace[st].candidates;
+          REQUIRE(a.size() == b.size());
+          for (std::size_t c = 0; c < a.size(); ++c) {
+            CHECK(a[c].token == b[c].token);
+            CHECK(a[c].logprob == b[c].logprob);
+            CHECK(a[c].score == b[c].score);
+          }
+        }
+      }
+      CHECK(lm.live_handles() == 0);
+    }
+}
+
 TEST_CASE("the trace lists each step's candidates best first, with what became of them") {
   itscale::hash_lm lm(30, 5);
   const tokens prompt{2, 3};

@@ -74,6 +74,45 @@ TEST_CASE("diverse beam search with one group is exactly beam_search") {
   }
 }
 
+TEST_CASE("diverse beam search: penalised selection on shifted logits equals it on written log-probs") {
+  // A no-op processor that is not the archetype makes the search write the log-prob rows.
+  struct opaque_identity {
+    void apply(std::span<float>, const itscale::step_context&) const noexcept {}
+  };
+  const std::vector<tokens> prompts{{4, 5, 6}, {7}};
+  for (const std::size_t vocab : {std::size_t{41}, std::size_t{3001}}) {
+    CAPTURE(vocab);
+    const itscale::diverse_beam_options o{
+        .beam = {.num_beams = 6, .num_return_sequences = 6, .max_new_tokens = 8, .eos_token_id = {0},
+                 .no_repeat_ngram_size = 2, .record_trace = true},
+        .num_beam_groups = 3,
+        .diversity_penalty = 0.75};
+    itscale::hash_lm lm(vocab, 29);
+    const std::vector<std::span<const token_id>> spans(prompts.begin(), prompts.end());
+    const auto fused = itscale::diverse_beam_search(lm, spans, o);
+    const auto written = itscale::diverse_beam_search(lm, spans, o, opaque_identity{});
+    REQUIRE(fused.size() == written.size());
+    for (std::size_t p = 0; p < fused.size(); ++p) {
+      REQUIRE(fused[p].hypotheses.size() == written[p].hypotheses.size());
+      CHECK(fused[p].group == written[p].group);
+      for (std::size_t j = 0; j < fused[p].hypotheses.size(); ++j) {
+        CHECK(fused[p].hypotheses[j].tokens == written[p].hypotheses[j].tokens);
+        CHECK(fused[p].hypotheses[j].logprobs == written[p].hypotheses[j].logprobs);
+        CHECK(fused[p].hypotheses[j].score == written[p].hypotheses[j].score);
+      }
+      REQUIRE(fused[p].trace.size() == written[p].trace.size());
+      for (std::size_t st = 0; st < fused[p].trace.size(); ++st) {
+        REQUIRE(fused[p].trace[st].candidates.size() == written[p].trace[st].candidates.size());
+        for (std::size_t c = 0; c < fused[p].trace[st].candidates.size(); ++c) {
+          CHECK(fused[p].trace[st].candidates[c].logprob == written[p].trace[st].candidates[c].logprob);
+          CHECK(fused[p].trace[st].candidates[c].score == written[p].trace[st].candidates[c].score);
+        }
+      }
+    }
+    CHECK(lm.live_handles() == 0);
+  }
+}
+
 TEST_CASE("with a positive penalty the groups' best hypotheses start differently; without it they coincide") {
   std::size_t differ_with_penalty = 0, runs = 0;
   for (std::uint64_t seed = 1; seed <= 20; ++seed) {

@@ -34,16 +34,11 @@
 
 #include "itscale/core/errors.hpp"
 #include "itscale/core/logit_source.hpp"
-#include "itscale/decode/generate.hpp"
-#include "itscale/decode/handle_guard.hpp"
 #include "itscale/processors/processor.hpp"
-#include "itscale/processors/sampling_chain.hpp"
+#include "itscale/search/beam_driver.hpp"
 #include "itscale/search/beam_hypotheses.hpp"
 #include "itscale/search/beam_options.hpp"
-#include "itscale/search/beam_search.hpp"
-#include "itscale/search/beam_select.hpp"
-#include "itscale/search/beam_stopping.hpp"
-#include "itscale/sources/validate_tokens.hpp"
+#include "itscale/search/group_beam_search.hpp"
 
 namespace itscale {
 inline namespace v0 {
@@ -105,45 +100,6 @@ struct diverse_beam_search_result {
   std::vector<std::size_t> trace_group;     ///< group of each trace entry
 };
 
-namespace detail {
-
-/// One token's Hamming penalty at this step: float(penalty) * count, as torch computes it.
-struct token_penalty {
-  token_id token = 0;
-  float amount = 0;
-  std::size_t count = 0;
-};
-
-/// `select_beam_candidates` with `penalties[i].amount` subtracted from token `penalties[i].token`
-/// of every row before the beam's score is added: score = base + (row[t] - amount). Exact and
-/// cheap: a candidate with an unpenalised token is unchanged, and the best m of those lie among
-/// the best m + |penalties| * rows of all unpenalised scores; the few penalised candidates are
-/// scored directly. `tmp` is scratch.
-inline void select_penalised_candidates(std::span<const std::span<const float>> rows, std::span<const float> base,
-                                        std::size_t m, std::span<const token_penalty> penalties,
-                                        std::vector<beam_candidate>& out, std::vector<beam_candidate>& tmp) {
-  if (penalties.empty()) {
-    select_beam_candidates(rows, base, m, out);
-    return;
-  }
-  const auto penalised = [&](token_id t) {
-    return std::any_of(penalties.begin(), penalties.end(), [t](const token_penalty& p) { return p.token == t; });
-  };
-  select_beam_candidates(rows, base, m + penalties.size() * rows.size(), tmp);
-  out.clear();
-  for (const beam_candidate& c : tmp)
-    if (!penalised(c.token)) out.push_back(c);
-  for (std::size_t b = 0; b < rows.size(); ++b)
-    for (const token_penalty& p : penalties) {
-      const float v = base[b] + (rows[b][static_cast<std::size_t>(p.token)] - p.amount);
-      if (v > masked_logit) out.push_back({v, static_cast<std::uint32_t>(b), p.token});  // drops -inf and NaN
-    }
-  std::sort(out.begin(), out.end(), candidate_ranks_above);
-  if (out.size() > m) out.resize(m);
-}
-
-}  // namespace detail
-
 /// Diverse beam search for every prompt, applying `user` (a processor of either form) to each row
 /// after the built-in processors and before the diversity penalty. Returns one result per prompt,
 /// in order. Errors, handle rules and forking as `beam_search` (at most 2K live handles per
@@ -153,249 +109,19 @@ template <LogitSource S, AnyLogitsProcessor P>
     S& source, std::span<const std::span<const token_id>> prompts, const diverse_beam_options& opts, const P& user) {
   const std::size_t vocab = source.vocab_size();
   opts.validate(vocab);
+  detail::check_beam_prompts(prompts, vocab, "diverse_beam_search");
+  auto found = detail::group_beam_search(
+      source, prompts, opts.beam, {opts.num_beam_groups, opts.group_finished_capacity(), opts.diversity_penalty},
+      user);
   const beam_options& bo = opts.beam;
-  if (prompts.empty()) throw invalid_input("itscale: diverse_beam_search needs at least one prompt");
-  for (std::size_t p = 0; p < prompts.size(); ++p) {
-    if (prompts[p].empty()) throw invalid_input("itscale: prompt " + std::to_string(p) + " is empty");
-    detail::check_tokens(prompts[p], vocab, "prompt");
-  }
-  const sampling_chain chain(detail::beam_processor_options(bo));
-  workspace ws;
-  ws.reserve(vocab);
-
-  using handle = handle_t<S>;
-  using ustate = typename detail::user_state<P>::type;
   const std::size_t ng = opts.num_beam_groups;
-  const std::size_t gs = opts.group_size();
-  const std::size_t m = std::max<std::size_t>(2, 1 + bo.eos_token_id.size()) * gs;
-  const auto penalty_f = static_cast<float>(opts.diversity_penalty);
-
-  struct beam {
-    std::vector<token_id> tokens;  // prompt + generated
-    std::vector<float> logprobs;   // one per generated token (penalty included)
-    float score = 0;
-    handle h{};
-    std::size_t row = 0;
-    ustate state{};
-  };
-  struct group_search {
-    std::vector<beam> running;
-    detail::finished_hypotheses finished;
-    bool done = false;
-  };
-  struct prompt_search {
-    std::size_t prompt_length = 0;
-    std::vector<group_search> groups;
-    std::size_t active_groups = 0;
-    diverse_beam_search_result out;
-  };
-
-  std::vector<prompt_search> ps;
-  ps.reserve(prompts.size());
-  detail::handle_guard<S> guard(source);
-
-  std::vector<float> first_rows(prompts.size() * vocab);
-  for (std::size_t p = 0; p < prompts.size(); ++p) {
-    guard.reserve(1);
-    const handle h = source.prefill(prompts[p]);
-    guard.adopt(h);
-    const logits_view v = source.logits();
-    detail::check_source_rows(v, 1, vocab, 0);
-    std::copy(v.data, v.data + vocab, first_rows.begin() + static_cast<std::ptrdiff_t>(p * vocab));
-    prompt_search s;
-    s.prompt_length = prompts[p].size();
-    s.active_groups = ng;
-    ustate st{};
-    if constexpr (StatefulLogitsProcessor<P>) st = user.start(prompts[p]);
-    for (std::size_t g = 0; g < ng; ++g) {
-      group_search gr{{}, detail::finished_hypotheses(opts.group_finished_capacity()), false};
-      gr.running.reserve(gs);
-      for (std::size_t b = 0; b < gs; ++b)
-        gr.running.push_back(beam{std::vector<token_id>(prompts[p].begin(), prompts[p].end()), {},
-                                  b == 0 ? 0.0f : detail::beam_placeholder_score, h, p, st});
-      s.groups.push_back(std::move(gr));
-    }
-    ps.push_back(std::move(s));
-  }
-
-  logits_view view{first_rows.data(), prompts.size(), vocab};
-  std::vector<char> processed;
-  std::vector<std::span<const float>> rows;
-  std::vector<float> base;
-  std::vector<beam_candidate> cands, tmp;
-  std::vector<detail::token_penalty> penalties;
-  std::vector<handle> parents, children, old, stepped, kept;
-  std::vector<token_id> next;
-  struct child_slot {
-    std::size_t prompt, group, beam;
-  };
-  std::vector<child_slot> child_of;
-  std::size_t active = prompts.size();
-
-  for (std::size_t step = 0; active > 0; ++step) {
-    processed.assign(view.rows, 0);
-    parents.clear();
-    next.clear();
-    child_of.clear();
-    old.clear();
-    const std::size_t generated = step + 1;
-    const bool last = generated >= bo.max_new_tokens;
-    const float denom = detail::length_normaliser(generated, bo.length_penalty);
-
-    for (std::size_t p = 0; p < ps.size(); ++p) {
-      prompt_search& s = ps[p];
-      if (s.active_groups == 0) continue;
-      penalties.clear();
-      stepped.clear();  // this step's handles of the prompt
-      kept.clear();     // those that are parents of a next running beam
-      for (std::size_t g = 0; g < ng; ++g) {
-        group_search& gr = s.groups[g];
-        if (gr.done) continue;
-        rows.clear();
-        base.clear();
-        for (beam& b : gr.running) {
-          const auto row = view.row(b.row);
-          if (!processed[b.row]) {
-            processed[b.row] = 1;
-            if (!detail::log_softmax_like_torch(row))
-              throw search_error("itscale: the source masked every token at step " + std::to_string(step) +
-                                 " of prompt " + std::to_string(p));
-            const step_context ctx{b.tokens, s.prompt_length, &ws};
-            chain.apply_processors(row, ctx);
-            if constexpr (StatefulLogitsProcessor<P>)
-              user.apply(row, ctx, b.state);
-            else
-              user.apply(row, ctx);
-          }
-          rows.push_back(row);
-          base.push_back(b.score);
-          stepped.push_back(b.h);
-        }
-        detail::select_penalised_candidates(rows, base, m, penalties, cands, tmp);
-        const auto penalty_of = [&](token_id t) {
-          for (const auto& x : penalties)
-            if (x.token == t) return x.amount;
-          return 0.0f;
-        };
-
-        beam_trace_step* trace = nullptr;
-        if (bo.record_trace) {
-          s.out.trace.push_back({step, gr.running.size(), {}});
-          s.out.trace_group.push_back(g);
-          trace = &s.out.trace.back();
-          trace->candidates.reserve(cands.size());
-        }
-        std::vector<beam> next_running;
-        next_running.reserve(gs);
-        for (std::size_t r = 0; r < cands.size(); ++r) {
-          const beam_candidate& c = cands[r];
-          const beam& parent = gr.running[c.beam];
-          const float raw = rows[c.beam][static_cast<std::size_t>(c.token)];
-          const float pen = penalty_of(c.token);
-          const float lp = pen == 0.0f ? raw : raw - pen;
-          const bool eos =
-              std::find(bo.eos_token_id.begin(), bo.eos_token_id.end(), c.token) != bo.eos_token_id.end();
-          const bool finishes = eos || last;
-          bool kept_running = false, kept_finished = false;
-          if (finishes) {
-            const float score = c.score / denom;
-            if (r < gs && gr.finished.accepts(score)) {
-              beam_hypothesis hyp;
-              hyp.tokens.assign(parent.tokens.begin() + static_cast<std::ptrdiff_t>(s.prompt_length),
-                                parent.tokens.end());
-              hyp.tokens.push_back(c.token);
-              hyp.logprobs = parent.logprobs;
-              hyp.logprobs.push_back(lp);
-              hyp.logprob_sum = c.score;
-              hyp.score = score;
-              hyp.stop = eos ? stop_reason::eos : stop_reason::max_new_tokens;
-              gr.finished.add(std::move(hyp));
-              kept_finished = true;
-            }
-          } else if (next_running.size() < gs) {
-            beam nb{parent.tokens, parent.logprobs, c.score, parent.h, 0, parent.state};
-            nb.tokens.push_back(c.token);
-            nb.logprobs.push_back(lp);
-            if constexpr (StatefulLogitsProcessor<P>) user.advance(nb.state, c.token);
-            next_running.push_back(std::move(nb));
-            kept_running = true;
-          }
-          if (trace)
-            trace->candidates.push_back({c.beam, c.token, lp, c.score, finishes, kept_running, kept_finished});
-        }
-
-        // Later groups of this step are penalised for the tokens this group continues with.
-        if (opts.diversity_penalty > 0)
-          for (const beam& b : next_running) {
-            const token_id t = b.tokens.back();
-            auto it = std::find_if(penalties.begin(), penalties.end(),
-                                   [t](const detail::token_penalty& x) { return x.token == t; });
-            if (it == penalties.end()) {
-              penalties.push_back({t, 0.0f, 0});
-              it = penalties.end() - 1;
-            }
-            it->amount = penalty_f * static_cast<float>(++it->count);  // as torch: float(penalty) * count
-          }
-
-        const bool done = detail::beam_prompt_done(bo, generated,
-                                                   next_running.empty() ? nullptr : &next_running.front().score,
-                                                   gr.finished);
-        if (done) next_running.clear();
-        for (const beam& b : next_running) kept.push_back(b.h);
-        gr.running = std::move(next_running);
-        if (done) {
-          gr.done = true;
-          --s.active_groups;
-        }
-      }
-
-      // Release this step's handles that no next beam descends from; parents wait for the extend.
-      // (At the first step every group's beams share the prompt's handle.)
-      for (std::size_t i = 0; i < stepped.size(); ++i) {
-        const handle h = stepped[i];
-        if (std::find(stepped.begin(), stepped.begin() + static_cast<std::ptrdiff_t>(i), h) !=
-            stepped.begin() + static_cast<std::ptrdiff_t>(i))
-          continue;  // a handle shared by several beams (the first step's placeholders)
-        if (std::find(kept.begin(), kept.end(), h) != kept.end())
-          old.push_back(h);
-        else
-          guard.release(h);
-      }
-      if (s.active_groups == 0) {
-        s.out.steps = generated;
-        --active;
-        continue;
-      }
-      for (std::size_t g = 0; g < ng; ++g)
-        for (std::size_t b = 0; b < s.groups[g].running.size(); ++b) {
-          parents.push_back(s.groups[g].running[b].h);
-          next.push_back(s.groups[g].running[b].tokens.back());
-          child_of.push_back({p, g, b});
-        }
-    }
-
-    if (!parents.empty()) {
-      children.assign(parents.size(), handle{});
-      guard.reserve(children.size());
-      source.extend(parents, next, children);
-      for (handle c : children) guard.adopt(c);
-      view = source.logits();
-      detail::check_source_rows(view, children.size(), vocab, step + 1);
-      for (std::size_t i = 0; i < children.size(); ++i) {
-        beam& b = ps[child_of[i].prompt].groups[child_of[i].group].running[child_of[i].beam];
-        b.h = children[i];
-        b.row = i;
-      }
-    }
-    for (handle h : old) guard.release(h);
-  }
 
   std::vector<diverse_beam_search_result> out;
-  out.reserve(ps.size());
-  for (std::size_t p = 0; p < ps.size(); ++p) {
+  out.reserve(found.size());
+  for (std::size_t p = 0; p < found.size(); ++p) {
     std::vector<std::pair<beam_hypothesis, std::size_t>> all;
     for (std::size_t g = 0; g < ng; ++g)
-      for (beam_hypothesis& h : ps[p].groups[g].finished.take_best(opts.group_finished_capacity()))
+      for (beam_hypothesis& h : found[p].groups[g].take_best(opts.group_finished_capacity()))
         all.emplace_back(std::move(h), g);
     if (all.empty()) throw search_error("itscale: every continuation of prompt " + std::to_string(p) + " was masked");
     // Each group's list is best first and groups come in order: a stable sort keeps lower groups
@@ -403,7 +129,10 @@ template <LogitSource S, AnyLogitsProcessor P>
     std::stable_sort(all.begin(), all.end(),
                      [](const auto& a, const auto& b) { return a.first.score > b.first.score; });
     if (all.size() > bo.num_return_sequences) all.resize(bo.num_return_sequences);
-    diverse_beam_search_result& r = ps[p].out;
+    diverse_beam_search_result r;
+    r.steps = found[p].steps;
+    r.trace = std::move(found[p].trace);
+    r.trace_group = std::move(found[p].trace_group);
     for (auto& [h, g] : all) {
       r.hypotheses.push_back(std::move(h));
       r.group.push_back(g);

@@ -7,11 +7,13 @@
 //   steps_per_s      beam steps per second, source included
 //   source_us        time inside the source (prefill / extend / logits / release), measured by a
 //                    timing wrapper around hash_lm
-//   select_us        select_beam_candidates (top 2K over K rows) alone on K log-prob rows of the
-//                    same model, median of repeated runs
-//   logsoftmax_us    beam search's log-softmax (PyTorch's association, HF-exact) on the step's rows
+//   select_us        select_beam_candidates (top 2K over K rows, scores (d - lse) + beam score)
+//                    alone on K rows of the same model, median of repeated runs
+//   logsoftmax_us    beam search's normalisation of the step's rows (detail::shift_to_max: max,
+//                    d = x - max stored, logsumexp of d — PyTorch's association, HF-exact); with no
+//                    value-changing processor, as here, the log-probs themselves are never written
 //   validity_us      the API-boundary scan of the source's rows for NaN / +inf (kernels::find_invalid)
-//   bookkeeping_us   total - source - select - logsoftmax - validity: everything else the driver
+//   bookkeeping_us   total - source - select - logsoftmax - validity: everything else the search
 //                    does (including cache misses on rows the isolated timings find hot)
 //   bookkeeping_per_select   bookkeeping / select  (issue 4's goal: <= 1)
 //   rest_per_select  (total - source - select) / select: as above with the log-softmax counted as
@@ -39,6 +41,7 @@
 #include "itscale/search/beam_search.hpp"
 #include "itscale/kernels/beam_select.hpp"
 #include "itscale/kernels/reduce.hpp"
+#include "itscale/search/beam_rows.hpp"
 #include "itscale/search/beam_select.hpp"
 #include "itscale/sources/hash_lm.hpp"
 
@@ -104,16 +107,17 @@ void bench_beam(benchmark::State& st, std::size_t k, std::size_t vocab) {
   const std::uint64_t model_seed = 1234;
   const std::vector<token_id> prompt{1, 2, 3};
 
-  // K distinct log-prob rows of the same model (states after different first tokens), and
-  // running scores of a mid-search size, for the selection and log-softmax timings.
+  // K distinct rows of the same model (states after different first tokens) as the search
+  // leaves them for selection (shifted by their max, with their log-sums), and running scores of
+  // a mid-search size, for the selection and normalisation timings.
   const itscale::hash_lm lm(vocab, model_seed);
   std::vector<std::vector<float>> rows(k, std::vector<float>(vocab));
-  std::vector<float> base(k);
+  std::vector<float> base(k), lse(k);
   for (std::size_t b = 0; b < k; ++b) {
     auto prefix = prompt;
     prefix.push_back(static_cast<token_id>(b + 5));
     lm.fill(lm.state_of(prefix), rows[b]);
-    (void)itscale::detail::log_softmax_like_torch(rows[b]);
+    lse[b] = itscale::detail::shift_to_max(rows[b]);
     base[b] = -10.0f - 0.25f * static_cast<float>(b);
   }
   std::vector<std::span<const float>> views(rows.begin(), rows.end());
@@ -136,24 +140,24 @@ void bench_beam(benchmark::State& st, std::size_t k, std::size_t vocab) {
   std::vector<itscale::beam_candidate> out;
   const double select_s = median_seconds(
       [&] {
-        itscale::select_beam_candidates(views, base, 2 * k, out);
+        itscale::select_beam_candidates(views, lse, base, 2 * k, out);
         benchmark::DoNotOptimize(out.data());
       },
       201);
-  // The log-softmax and the validity scan on K distinct rows (each restored from a pristine copy
-  // first; the copy's own time is measured and subtracted), as the search runs them per step.
-  std::vector<std::vector<float>> work = rows;
+  // The normalisation and the validity scan on K distinct raw rows (each restored from a pristine
+  // copy first; the copy's own time is measured and subtracted), as the search runs them per step.
+  std::vector<std::vector<float>> work = raw;
   const double copy_s = median_seconds(
       [&] {
-        for (std::size_t b = 0; b < k; ++b) std::copy(rows[b].begin(), rows[b].end(), work[b].begin());
+        for (std::size_t b = 0; b < k; ++b) std::copy(raw[b].begin(), raw[b].end(), work[b].begin());
         benchmark::DoNotOptimize(work.data());
       },
       51);
   const double logsoftmax_s = median_seconds(
       [&] {
         for (std::size_t b = 0; b < k; ++b) {
-          std::copy(rows[b].begin(), rows[b].end(), work[b].begin());
-          (void)itscale::detail::log_softmax_like_torch(work[b]);
+          std::copy(raw[b].begin(), raw[b].end(), work[b].begin());
+          benchmark::DoNotOptimize(itscale::detail::shift_to_max(work[b]));
         }
         benchmark::DoNotOptimize(work.data());
       },
@@ -161,7 +165,7 @@ void bench_beam(benchmark::State& st, std::size_t k, std::size_t vocab) {
   const double logsoftmax_per_row = std::max(0.0, logsoftmax_s - copy_s) / static_cast<double>(k);
   const double validity_per_row = median_seconds(
       [&] {
-        for (std::size_t b = 0; b < k; ++b) benchmark::DoNotOptimize(itscale::kernels::find_invalid(rows[b]));
+        for (std::size_t b = 0; b < k; ++b) benchmark::DoNotOptimize(itscale::kernels::find_invalid(raw[b]));
       },
       51) / static_cast<double>(k);
 

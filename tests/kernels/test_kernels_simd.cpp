@@ -256,6 +256,40 @@ TEST_CASE("softmax relative error on rows within 20 of the max (figure for the d
   CHECK(worst < 3e-6);
 }
 
+TEST_CASE("softmax / logsumexp: the max rising from chunk to chunk (one-pass max, per-chunk references)") {
+  // The kernels take the max chunk by chunk (<= 64 chunks, >= 2048 entries each on avx512) and
+  // exp each chunk against the running max: rows whose max jumps late, by a little or by more
+  // than the float exp range, with a -inf prefix, and ending in a partial chunk.
+  for (std::size_t n : {std::size_t{4097}, std::size_t{32001}, std::size_t{128256}, std::size_t{300007}}) {
+    for (float jump : {0.5f, 30.0f, 200.0f}) {
+      CAPTURE(n);
+      CAPTURE(jump);
+      std::vector<float> row(n);
+      for (std::size_t i = 0; i < n; ++i)
+        row[i] = noise(n, i) * 0.5f + jump * static_cast<float>(i * 8 / n);  // 8 steps up
+      for (std::size_t i = 0; i < n / 10; ++i) row[i] = -inf;
+      row[n - 1] = 8.0f * jump + 3.0f;  // the max in the last (partial) chunk
+      const double m = ref_max(row), lse = ref_lse(row);
+      CHECK(std::fabs(static_cast<double>(kn::logsumexp(row)) - lse) <= 4e-7 * std::fabs(lse) + 1e-6);
+      std::vector<float> p(n), inplace = row;
+      kn::softmax(row, p);
+      kn::softmax(inplace);
+      CHECK(p == inplace);
+      double sum = 0;
+      for (std::size_t i = 0; i < n; ++i) {
+        sum += p[i];
+        const double want = std::exp(static_cast<double>(row[i]) - lse);
+        if (row[i] == -inf && p[i] != 0.0f) CHECK(p[i] == 0.0f);
+        if (want < 1e-30) continue;
+        const double rel = std::fabs(static_cast<double>(p[i]) - want) / want;
+        const double allowed = 1e-6 + (m - static_cast<double>(row[i])) * 6e-8;
+        if (!(rel <= allowed)) CHECK(rel <= allowed);
+      }
+      CHECK(std::fabs(sum - 1.0) < 1e-5);
+    }
+  }
+}
+
 TEST_CASE("the dispatched exp, read through softmax({0, x}), is within 1 ULP on [-87, -18]") {
   // For x <= -18, 1 + exp(x) rounds to 1, so softmax({0, x})[1] is the kernel's exp(x) itself.
   // The full sweep of [-87, 0] per arch is tests/kernels/exp_accuracy.cpp.

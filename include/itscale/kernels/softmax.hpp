@@ -2,8 +2,9 @@
 /// \file softmax.hpp
 /// softmax and log-softmax over one row, in place or out of place. `-inf` entries get
 /// probability 0 (log-probability `-inf`). Preconditions: no NaN or +inf, at least one entry
-/// `> -inf`, `out.size() == in.size()` (out may alias in). SIMD: max pass, one exp pass that
-/// stores and sums, one scaling pass (see `kernels/simd/softmax.hpp` for the measured accuracy);
+/// `> -inf`, `out.size() == in.size()` (out may alias in). SIMD: one exp pass that takes the max
+/// chunk by chunk, stores and sums, then one scaling pass (see `kernels/simd/softmax.hpp` for the
+/// measured accuracy);
 /// the scalar reference is `kernels/reference/softmax.hpp`.
 
 #include <span>

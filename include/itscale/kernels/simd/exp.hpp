@@ -27,6 +27,15 @@
 
 #include "itscale/kernels/simd/arch.hpp"
 
+// Always inlined: a call would pass the batches through memory, and in a large translation unit GCC
+// stops inlining such functions (xsimd's exp was an out-of-line call inside exp_sum in the kernels
+// benchmark binary).
+#if defined(__GNUC__) || defined(__clang__)
+#define ITSCALE_EXP_INLINE inline __attribute__((always_inline))
+#else
+#define ITSCALE_EXP_INLINE inline
+#endif
+
 namespace itscale {
 inline namespace v0 {
 namespace kernels {
@@ -51,7 +60,7 @@ inline constexpr bool fused_fma = is_a<Arch, xsimd::fma3<xsimd::sse4_2>> || is_a
 /// relying on the out-of-order window (GCC keeps the source order here; measured ~6% faster than
 /// one batch after another on Zen 5).
 template <class Arch, std::size_t N>
-inline void exp_core(fbatch<Arch> (&x)[N]) noexcept {
+ITSCALE_EXP_INLINE void exp_core(fbatch<Arch> (&x)[N]) noexcept {
   using B = fbatch<Arch>;
   using I = ibatch<Arch>;
   // 1.5 * 2^23: adding it rounds x / ln2 to the nearest integer (ties to even), which lands in the
@@ -90,7 +99,7 @@ inline void exp_core(fbatch<Arch> (&x)[N]) noexcept {
 /// contribute nothing. A NaN gives 0 too (the kernels' inputs have no NaN); x > exp_hi is
 /// unspecified. One compare and one (zero-masking) select more than `exp_core`.
 template <class Arch, std::size_t N>
-inline void exp_nonpositive(fbatch<Arch> (&x)[N]) noexcept {
+ITSCALE_EXP_INLINE void exp_nonpositive(fbatch<Arch> (&x)[N]) noexcept {
   using B = fbatch<Arch>;
   fmask<Arch> keep[N];
   for (std::size_t j = 0; j < N; ++j) keep[j] = x[j] >= B(exp_lo);
@@ -100,7 +109,7 @@ inline void exp_nonpositive(fbatch<Arch> (&x)[N]) noexcept {
 
 /// One batch of `exp_nonpositive`.
 template <class Arch>
-[[nodiscard]] inline fbatch<Arch> exp_nonpositive(fbatch<Arch> x) noexcept {
+[[nodiscard]] ITSCALE_EXP_INLINE fbatch<Arch> exp_nonpositive(fbatch<Arch> x) noexcept {
   fbatch<Arch> a[1] = {x};
   exp_nonpositive<Arch, 1>(a);
   return a[0];
@@ -110,7 +119,7 @@ template <class Arch>
 /// exp_lo (subnormal results flush to 0; -inf gives 0); +inf above exp_hi (+inf gives +inf);
 /// NaN in, NaN out.
 template <class Arch>
-[[nodiscard]] inline fbatch<Arch> exp(fbatch<Arch> x) noexcept {
+[[nodiscard]] ITSCALE_EXP_INLINE fbatch<Arch> exp(fbatch<Arch> x) noexcept {
   using B = fbatch<Arch>;
   B y = exp_nonpositive<Arch>(x);
   y = xsimd::select(x > B(exp_hi), B(std::numeric_limits<float>::infinity()), y);
@@ -122,3 +131,5 @@ template <class Arch>
 }  // namespace kernels
 }  // namespace v0
 }  // namespace itscale
+
+#undef ITSCALE_EXP_INLINE

@@ -519,6 +519,59 @@ TEST_CASE("top_p_mask keeps the smallest rank prefix reaching p of the mass (flo
       }
 }
 
+// Checks top_p_mask on `orig` against the float64 rank-prefix rule (as the test above).
+void check_top_p(const std::vector<float>& orig, double p) {
+  const std::size_t n = orig.size();
+  auto row = orig;
+  const auto rank = ref_ranking(orig);
+  const double m = ref_max(orig);
+  std::vector<double> mass(n + 1, 0.0);
+  for (std::size_t j = 0; j < n; ++j)
+    mass[j + 1] = mass[j] + std::exp(static_cast<double>(orig[static_cast<std::size_t>(rank[j])]) - m);
+  const double target = p * mass[n];
+  std::size_t want = 1;
+  while (want < n && mass[want] < target) ++want;
+  std::vector<std::uint64_t> keys(n);
+  const std::size_t kept = kn::top_p_mask(row, p, keys);
+  for (std::size_t j = 0; j < n; ++j) {
+    const bool keep = row[static_cast<std::size_t>(rank[j])] > -inf;
+    if (keep != (j < kept)) {
+      CHECK(keep == (j < kept));
+      break;
+    }
+  }
+  if (kept != want) {
+    const std::size_t a = std::min(kept, want), b = std::max(kept, want);
+    CHECK(std::fabs(mass[a] - target) <= 1e-5 * mass[n] + 1e-12);
+    CHECK(b - a <= 1 + static_cast<std::size_t>(std::count(orig.begin(), orig.end(), orig[static_cast<std::size_t>(rank[a])])));
+  }
+}
+
+// The sampled cuts of top_p_mask only decide where it looks: rows where the sample's crossing is
+// off (wide or narrow logits, many seeds), lands in a run of equal logits, or misses a lone peak.
+TEST_CASE("top_p_mask: sampled cuts, runs of equal logits and a lone peak") {
+  for (std::uint32_t seed = 0; seed < 6; ++seed)
+    for (float sigma : {0.3f, 1.0f, 3.0f, 8.0f})
+      for (double p : {0.05, 0.5, 0.9, 0.97}) {
+        CAPTURE(seed);
+        CAPTURE(sigma);
+        CAPTURE(p);
+        const itscale::counter_rng r(seed, 11);
+        std::vector<float> row(128256);
+        for (std::size_t i = 0; i < row.size(); ++i) {
+          double s = 0;
+          for (std::uint32_t j = 0; j < 6; ++j) s += r.uniform(static_cast<std::uint32_t>(i), j);
+          row[i] = static_cast<float>((s - 3.0) * 1.41) * sigma;
+        }
+        check_top_p(row, p);
+        auto runs = row;  // few distinct values: the crossing is inside a run of ties
+        for (float& x : runs) x = std::round(x * 2.0f / sigma) / 2.0f;
+        check_top_p(runs, p);
+        row[seed * 1000 + 17] = 30.0f * sigma;  // a lone peak holding most of the mass
+        check_top_p(row, p);
+      }
+}
+
 TEST_CASE("Gumbel-max and Gumbel-top-k: pure functions of (seed, stream, step, token)") {
   const auto row = make_row(shape::random, 32001);
   const itscale::counter_rng rng(42, 7);

@@ -4,7 +4,7 @@
 /// - `min_p_threshold`: the logit below which min-p masks (max + ln p; no exp);
 /// - `mask_below`: masks every logit below a threshold (`mask_below_collect` also lists the rest);
 /// - `collect_unmasked`: the ids of the entries `> -inf`;
-/// - `top_p_mask`: nucleus filtering by a histogram search for the mass threshold.
+/// - `top_p_mask`: nucleus filtering by a search for the mass threshold (no sort of the row).
 /// These follow the mathematical definitions with the library tie rule (equal logits: the lower
 /// token id ranks higher). The HF-conformant processors in `processors/` reproduce torch's
 /// float32 rounding instead and use these kernels only where that is bit-identical.
@@ -47,9 +47,11 @@ inline std::size_t collect_unmasked(std::span<const float> row, std::span<token_
 /// Keeps the smallest prefix of the ranking (larger logit first, equal logits lower id first)
 /// whose probability reaches `p` of the total mass — HF's top-p rule "drop a token when the mass
 /// ranked strictly above it already reaches p" — and masks the rest; returns how many are kept.
-/// `keys`: scratch of `row.size()` entries (only the tokens of one histogram bin are written).
-/// Preconditions: 0 < p <= 1, no NaN or +inf, some entry > -inf. O(V): max, one exp pass with a
-/// mass histogram, one compare pass, one masking pass, plus a sort of one bin.
+/// `keys`: scratch of `row.size()` entries (the tokens between two sampled logit cuts are listed
+/// there, typically 1-3% of the row). Preconditions: 0 < p <= 1, no NaN or +inf, some entry > -inf.
+/// O(V) with no per-entry scalar work over the row: max, a strided sample that places a few cuts,
+/// one exp pass with the mass above each cut, one compare pass that masks and lists the crossing
+/// interval, then work proportional to that list (equal logits are counted, never sorted).
 inline std::size_t top_p_mask(std::span<float> row, double p, std::span<std::uint64_t> keys) noexcept {
   return ITSCALE_KERNEL(top_p_mask)(row, p, keys);
 }

@@ -167,6 +167,46 @@ inline std::size_t compress(fbatch<Arch> x, fmask<Arch> m, std::int32_t base, fl
   }
 }
 
+/// Writes the 64-bit rank keys of the lanes selected by `m` to `out`, packed, and returns how
+/// many: key = order-preserving bits of the value (-0 as +0) << 32 | (2^32 - 1 - (base + lane)),
+/// the layout of select.hpp's `rank_key`. `out` needs room for a whole batch (full registers are
+/// stored). AVX-512 builds the keys in registers (no per-lane loop, so no branch that depends on
+/// how many lanes survive: the threshold filters call this at unpredictable moments); other arches
+/// compress, then loop.
+template <class Arch>
+inline std::size_t compress_keys(fbatch<Arch> x, fmask<Arch> m, std::int32_t base, std::uint64_t* out) noexcept {
+#if XSIMD_WITH_AVX512F
+  if constexpr (is_a<Arch, xsimd::avx512f>) {
+    const __mmask16 k = m;
+    const __m512i u = _mm512_castps_si512(_mm512_add_ps(x, _mm512_setzero_ps()));  // -0 + 0 = +0
+    const __m512i ok = _mm512_xor_si512(u, _mm512_or_si512(_mm512_srai_epi32(u, 31), _mm512_set1_epi32(INT32_MIN)));
+    const __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(base),
+                                         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    const __m512i lo = _mm512_maskz_compress_epi32(k, _mm512_xor_si512(idx, _mm512_set1_epi32(-1)));
+    const __m512i hi = _mm512_maskz_compress_epi32(k, ok);
+    const auto key = [&](int half) {
+      const __m256i l = half == 0 ? _mm512_castsi512_si256(lo) : _mm512_extracti64x4_epi64(lo, 1);
+      const __m256i h = half == 0 ? _mm512_castsi512_si256(hi) : _mm512_extracti64x4_epi64(hi, 1);
+      return _mm512_or_si512(_mm512_slli_epi64(_mm512_cvtepu32_epi64(h), 32), _mm512_cvtepu32_epi64(l));
+    };
+    _mm512_storeu_si512(out, key(0));
+    _mm512_storeu_si512(out + 8, key(1));
+    return static_cast<std::size_t>(__builtin_popcount(k));
+  } else
+#endif
+  {
+    alignas(64) float tv[lanes<Arch>];
+    alignas(64) std::int32_t ti[lanes<Arch>];
+    const std::size_t c = compress<Arch>(x, m, base, tv, ti);
+    for (std::size_t j = 0; j < c; ++j) {
+      const std::uint32_t u = __builtin_bit_cast(std::uint32_t, tv[j] + 0.0f);
+      const std::uint32_t ok = (u >> 31) != 0 ? ~u : (u | 0x80000000u);
+      out[j] = std::uint64_t{ok} << 32 | (0xFFFFFFFFu - static_cast<std::uint32_t>(ti[j]));
+    }
+    return c;
+  }
+}
+
 /// `acc + (m ? x : 0)` lane-wise. AVX-512 adds under the mask register in one instruction (a
 /// select then an add is two); top-p's mass pass does this once per threshold per batch.
 template <class Arch>

@@ -267,9 +267,14 @@ std::size_t top_p_collect(float* row, std::size_t n, float lo, float hi, std::ui
   alignas(64) std::int32_t ti[L];
   std::size_t c = 0;
   above = 0;
+  // A full batch at `at` may store a whole batch of keys at keys + c: c <= at, so it fits in n.
   const auto take = [&](B x, std::size_t at) {
     const auto in = (x >= lb) & (x < hb);
     if (!xsimd::any(in)) return;
+    c += compress_keys<Arch>(x, in, static_cast<std::int32_t>(at), keys + c);
+  };
+  const auto take_tail = [&](B x, std::size_t at) {
+    const auto in = (x >= lb) & (x < hb);
     const std::size_t got = compress<Arch>(x, in, static_cast<std::int32_t>(at), tv, ti);
     for (std::size_t j = 0; j < got; ++j) keys[c++] = rank_key<Arch>(tv[j], static_cast<std::uint32_t>(ti[j]));
   };
@@ -290,7 +295,7 @@ std::size_t top_p_collect(float* row, std::size_t n, float lo, float hi, std::ui
     const B x = load_tail<Arch>(row + i, n - i, neg_inf);
     store_tail<Arch>(xsimd::select(x < lb, ninf, x), row + i, n - i);
     above += static_cast<std::size_t>(reduce_add<Arch>(xsimd::select(x >= hb, one, zero)));
-    take(x, i);
+    take_tail(x, i);
   }
   return c;
 }

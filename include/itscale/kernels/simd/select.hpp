@@ -10,8 +10,10 @@
 /// above, the complemented index below, so "larger key" is exactly "ranks higher"); when the
 /// buffer fills, an nth_element keeps the best k and raises the threshold. On typical logits the
 /// threshold climbs within a few hundred entries and the loop runs at the speed of a max pass.
-/// Worst case (ascending input) every entry survives and each re-selection is amortised over
-/// capacity - k new entries: O(V) still. For larger k the filter starts from a threshold read off
+/// Worst case every entry survives and each re-selection is amortised over capacity - k new
+/// entries: O(V) still. Sorted input would be that case in index order; the row's last block is
+/// filtered first to start the pass (`filter_row`), which makes ascending rows cheap (k = 40:
+/// ~390 us -> ~7 us). For larger k the filter starts from a threshold read off
 /// a strided sample (about 4/3 k entries expected above it; rerun from -inf if fewer than k pass),
 /// which skips the climb: k = 1024 at V = 128 256 went from ~140 us to ~17 us (avx512).
 ///
@@ -75,12 +77,13 @@ struct key_greater {
 
 /// How much of an available buffer the filter uses for k: a small buffer makes the first
 /// re-selection (and so the first useful threshold) come early, after ~2k entries instead of
-/// after filling 4096; each re-selection then costs O(k). Measured at V = 128 256, k = 40 (avx512):
-/// a 4096-entry buffer 15 us, 2k + 8 lanes 6 us.
+/// after filling 4096; each re-selection then costs O(k) and buys at least max(k, 4 lanes) new
+/// entries (O(V) in all). Measured at V = 128 256, k = 40 (avx512, one harness run): a
+/// 4096-entry buffer 15 us, 2k + 8 lanes (208) 6.2 us, k + 4 lanes (104) 5.4 us (88..128 alike).
 template <class Arch>
 [[nodiscard]] constexpr std::size_t filter_capacity(std::size_t k, std::size_t available) noexcept {
 #ifndef ITSCALE_CAPF
-  const std::size_t want = 2 * k + 8 * lanes<Arch>;
+  const std::size_t want = k + (k > 4 * lanes<Arch> ? k : 4 * lanes<Arch>);
 #else
   const std::size_t want = ITSCALE_CAPF;
 #endif
@@ -92,7 +95,7 @@ template <class Arch>
 template <class Arch>
 struct topk_filter {
   std::uint64_t* buf;
-  std::size_t cap;  // >= k + 4 * lanes
+  std::size_t cap;  // >= k + lanes: a push needs room for a whole batch
   std::size_t k;
   std::size_t n = 0;
   float thr = neg_inf;
@@ -104,11 +107,9 @@ struct topk_filter {
     thr = rank_value<Arch>(buf[k - 1]);
   }
 
+  /// Precondition: n + lanes <= cap (kept by re-selecting after each push; cap >= k + lanes).
   void push(fbatch<Arch> v, fmask<Arch> m, std::int32_t base) noexcept {
-    alignas(64) float tv[lanes<Arch>];
-    alignas(64) std::int32_t ti[lanes<Arch>];
-    const std::size_t c = compress<Arch>(v, m, base, tv, ti);
-    for (std::size_t j = 0; j < c; ++j) buf[n++] = rank_key<Arch>(tv[j], static_cast<std::uint32_t>(ti[j]));
+    n += compress_keys<Arch>(v, m, base, buf + n);
     if (n + lanes<Arch> > cap) reselect();
   }
 
@@ -197,18 +198,41 @@ template <class Arch>
 }
 
 /// Runs the filter over `row` starting from the sampled threshold; if fewer than k entries beat
-/// it, runs again from -inf. Leaves the state ready for `finish`/`reselect`.
+/// it, runs again from -inf. Without a sample (small k), the last block of 4096 entries is
+/// filtered first and its k-th best value t starts the pass over the row: sorted rows are the
+/// filter's worst case in index order (ascending input beats the running threshold at every
+/// entry; each re-selection buys only capacity - k entries: k = 40 at V = 128 256 took ~390 us),
+/// and an ascending row's best entries are in its last block. The pass admits entries `> t` (a
+/// tie ranks by index, and the row's lower indices come after the block); if fewer than k do,
+/// the missing ones are the first entries equal to t in index order (an all-equal row finds them
+/// at its start). Leaves the state ready for `finish`/`reselect`.
 template <class Arch>
 void filter_row(topk_filter<Arch>& f, std::span<const float> row) noexcept {
+  constexpr std::size_t block = 4096;
+  const std::size_t n = row.size();
   const float t0 = sampled_threshold<Arch>(row, f.k);
   if (t0 != neg_inf) {
     f.thr = t0;
-    f.feed(row.data(), row.size(), 0, 0.0f, 0.0f);
+    f.feed(row.data(), n, 0, 0.0f, 0.0f);
     if (f.n >= f.k) return;
     f.n = 0;
     f.thr = neg_inf;
+  } else if (n > 2 * block) {
+    const std::size_t tail = (n - 1) / block * block;  // the last (possibly short) block
+    f.feed(row.data() + tail, n - tail, static_cast<std::int32_t>(tail), 0.0f, 0.0f);
+    f.reselect();
+    if (f.n >= f.k) {
+      const float t = f.thr;
+      f.n = 0;
+      f.feed(row.data(), n, 0, 0.0f, 0.0f);
+      for (std::size_t i = 0; f.n < f.k && (i = find_first_equal<Arch>(row, t, i)) != npos; ++i)
+        f.buf[f.n++] = rank_key<Arch>(t, static_cast<std::uint32_t>(i));
+      return;
+    }
+    f.n = 0;
+    f.thr = neg_inf;
   }
-  f.feed(row.data(), row.size(), 0, 0.0f, 0.0f);
+  f.feed(row.data(), n, 0, 0.0f, 0.0f);
 }
 
 /// The k-th largest order key of `row` (1 <= k <= row.size()) by radix select.
@@ -263,8 +287,8 @@ void top_k_radix(std::span<const float> row, std::span<token_id> indices, std::s
   for (std::size_t j = 0; j < k; ++j) values[j] = row[static_cast<std::size_t>(indices[j])];
 }
 
-/// Top-k by the threshold filter into `buf` (size >= k + 4 * lanes; 2k + 4 * lanes or more keeps
-/// it O(V) on adversarial input).
+/// Top-k by the threshold filter into `buf` (size >= k + lanes; k + max(k, 4 lanes) or more keeps
+/// it O(V) on adversarial input: see `filter_capacity`).
 template <class Arch>
 void top_k_filter(std::span<const float> row, std::span<token_id> indices, std::span<float> values,
                   std::span<std::uint64_t> buf) noexcept {

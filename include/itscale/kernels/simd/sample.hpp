@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <span>
 
+#include "itscale/kernels/simd/exp.hpp"
 #include "itscale/kernels/simd/reduce.hpp"
 
 namespace itscale {
@@ -73,7 +74,7 @@ template <class Arch>
   for (std::size_t i = b * block; i < n; i += L) {
     const std::size_t len = i + L <= n ? L : n - i;
     const B x = len == L ? B::load_unaligned(row.data() + i) : detail::load_tail<Arch>(row.data() + i, len, detail::neg_inf);
-    xsimd::exp(x - mb).store_aligned(e);
+    detail::exp_nonpositive<Arch>(x - mb).store_aligned(e);  // the exp of exp_sum: same block sums
     for (std::size_t l = 0; l < len; ++l) {
       if (row[i + l] == detail::neg_inf) continue;
       acc += static_cast<double>(e[l]);

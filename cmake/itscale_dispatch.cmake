@@ -2,10 +2,15 @@
 #
 # Opt-in runtime dispatch of the itscale SIMD kernels (see include/itscale/kernels/dispatch.hpp).
 # Adds to <target> one translation unit per x86-64 arch, each compiled with its own flags
-#   sse2:   -msse2 -mno-avx               (so a consumer's -march cannot lift it)
-#   avx2:   -mavx2 -mfma -mno-avx512f
-#   avx512: -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx2 -mfma
-# that instantiate the arch-templated kernels into function tables, plus one baseline unit that
+#   sse2:   -march=x86-64 -mno-avx        (baseline; a consumer's -march cannot lift it)
+#   avx2:   -march=x86-64-v3 -mno-avx512f (AVX2, FMA, BMI1/2, LZCNT, POPCNT, MOVBE, F16C)
+#   avx512: -march=x86-64-v4              (v3 + AVX-512 F/BW/CD/DQ/VL)
+# (compilers without the x86-64-vN levels, GCC < 11 / Clang < 12, get the same ISA as -m flags).
+# The levels matter beyond the vector ISA: the kernels count and locate survivor lanes with
+# __builtin_popcount / __builtin_ctz, which without -mpopcnt / -mbmi compile to a libgcc call and
+# a bsf; a consumer's own -march is overridden (the last -march wins), so these units never
+# inherit extensions the dispatcher does not check. Tuning is generic (-mtune follows -march).
+# They instantiate the arch-templated kernels into function tables, plus one baseline unit that
 # chooses a table on the first kernel call from the CPU's features, or from the environment
 # variable ITSCALE_ARCH=sse2|avx2|avx512 (aborts with a message if the CPU lacks it). Defines
 # ITSCALE_RUNTIME_DISPATCH on <target> (PRIVATE: every itscale-using source of the target sees it;
@@ -28,9 +33,17 @@ function(itscale_enable_runtime_dispatch target)
     message(FATAL_ERROR "itscale_enable_runtime_dispatch: GCC or Clang flags only")
   endif()
   set(_dir "${CMAKE_CURRENT_BINARY_DIR}/itscale_dispatch/${target}")
-  set(_flags_sse2 -msse2 -mno-avx)
-  set(_flags_avx2 -mavx2 -mfma -mno-avx512f)
-  set(_flags_avx512 -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx2 -mfma)
+  include(CheckCXXCompilerFlag)
+  check_cxx_compiler_flag(-march=x86-64-v4 ITSCALE_HAVE_MARCH_X86_64_V4)
+  set(_flags_sse2 -march=x86-64 -mno-avx)
+  if(ITSCALE_HAVE_MARCH_X86_64_V4)
+    set(_flags_avx2 -march=x86-64-v3 -mno-avx512f)
+    set(_flags_avx512 -march=x86-64-v4)
+  else()
+    set(_v3 -mavx2 -mfma -mbmi -mbmi2 -mlzcnt -mpopcnt -mmovbe -mf16c)
+    set(_flags_avx2 ${_v3} -mno-avx512f)
+    set(_flags_avx512 ${_v3} -mavx512f -mavx512bw -mavx512cd -mavx512dq -mavx512vl)
+  endif()
   if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_CXX_COMPILER_VERSION VERSION_LESS 13)
     # GCC 12 warns about the intentionally undefined `__Y = __Y` inside its own AVX-512
     # intrinsics once inlined (GCC bug 105593, fixed in 13).

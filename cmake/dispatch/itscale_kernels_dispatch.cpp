@@ -30,10 +30,16 @@ struct arch_choice {
 
 const kernel_table* choose_kernels() noexcept {
   const auto cpu = xsimd::available_architectures();
-  // xsimd 8.1 reports F/CD/DQ/BW but not VL; every CPU with AVX-512 BW and DQ has VL.
+  // The avx2 / avx512 units are built for x86-64-v3 / -v4 (see itscale_dispatch.cmake), which add
+  // BMI1/2 and POPCNT (checked here), LZCNT, MOVBE and F16C (every CPU with AVX2 and BMI2 has them;
+  // not every compiler can query them). xsimd 8.1 does not report AVX-512 VL; ask the compiler.
+  __builtin_cpu_init();  // the first kernel call may come from a static constructor
+  const bool v3 = cpu.avx2 && cpu.fma3_avx2 && __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2") &&
+                  __builtin_cpu_supports("popcnt");
+  const bool v4 = v3 && cpu.avx512f && cpu.avx512bw && cpu.avx512dq && cpu.avx512cd && __builtin_cpu_supports("avx512vl");
   const arch_choice choices[] = {
-      {"avx512", &kernel_table_avx512, cpu.avx512f && cpu.avx512bw && cpu.avx512dq && cpu.fma3_avx2},
-      {"avx2", &kernel_table_avx2, cpu.avx2 && cpu.fma3_avx2},
+      {"avx512", &kernel_table_avx512, v4},
+      {"avx2", &kernel_table_avx2, v3},
       {"sse2", &kernel_table_sse2, cpu.sse2 != 0},
   };
   if (const char* forced = std::getenv("ITSCALE_ARCH"); forced != nullptr && *forced != '\0') {

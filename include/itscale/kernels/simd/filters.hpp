@@ -160,24 +160,25 @@ void top_p_place_cuts(const float* row, std::size_t n, float m, double p, float 
     xs[j] = row[j * stride];
     if (xs[j] > neg_inf && xs[j] < lowest) lowest = xs[j];
   }
-  const B mb(m);
-  for (std::size_t j = 0; j < S; j += L) top_p_exp<Arch>(B::load_aligned(xs + j) - mb).store_aligned(es + j);
-  // Bins over the distance below the max, at most 32 wide (e^-32 is no mass).
+  // Bins over the distance below the max, at most 32 wide (e^-32 is no mass); -inf to the last.
   const float span = m - lowest < 32.0f ? m - lowest : 32.0f;
   const float inv = span > 0.0f ? static_cast<float>(SB) / span : 0.0f;
   const float width = span / static_cast<float>(SB);
+  using I = ibatch<Arch>;
+  alignas(64) std::int32_t bs[S];
+  const B mb(m), ib(inv), top(static_cast<float>(SB - 1)), ninf(neg_inf);
+  for (std::size_t j = 0; j < S; j += L) {
+    const B x = B::load_aligned(xs + j);
+    top_p_exp<Arch>(x - mb).store_aligned(es + j);
+    xsimd::batch_cast<std::int32_t>(xsimd::select(x > ninf, xsimd::min((mb - x) * ib, top), top)).store_aligned(bs + j);
+  }
   double mass[SB] = {};
   std::uint32_t count[SB] = {};
   double total = 0;
-  const auto bin_of = [&](float x) {
-    const float d = (m - x) * inv;
-    return d < static_cast<float>(SB - 1) ? static_cast<std::size_t>(d) : SB - 1;
-  };
-  for (std::size_t j = 0; j < S; ++j) {
-    if (!(xs[j] > neg_inf)) continue;
-    const std::size_t b = bin_of(xs[j]);
+  for (std::size_t j = 0; j < S; ++j) {  // exp(-inf) = 0: only the count needs the test
+    const auto b = static_cast<std::size_t>(bs[j]);
     mass[b] += static_cast<double>(es[j]);
-    ++count[b];
+    count[b] += xs[j] > neg_inf ? 1u : 0u;
     total += static_cast<double>(es[j]);
   }
   // The max itself (weighted as one entry, not a stride's worth): a lone peak holding the mass
@@ -188,9 +189,12 @@ void top_p_place_cuts(const float* row, std::size_t n, float m, double p, float 
   double acc = 0;
   std::size_t bc = 0;
   while (bc + 1 < SB && acc + mass[bc] < target) acc += mass[bc++];
-  float v = bc == 0 ? m : neg_inf;
-  for (std::size_t j = 0; j < S; ++j)
-    if (xs[j] > neg_inf && bin_of(xs[j]) == bc && xs[j] > v) v = xs[j];
+  // The largest sampled value in the crossing bin (m for bin 0).
+  const B bcb(static_cast<float>(bc));
+  B best(bc == 0 ? m : neg_inf);
+  for (std::size_t j = 0; j < S; j += L)
+    best = xsimd::max(best, xsimd::select(xsimd::batch_cast<float>(I::load_aligned(bs + j)) == bcb, B::load_aligned(xs + j), ninf));
+  const float v = reduce_max<Arch>(best);
   if (v == neg_inf) return;
   std::size_t c = 0;
   cut[c++] = next_up<Arch>(v);
@@ -382,12 +386,31 @@ template <class Arch>
       return lowest;
     }
     --b;
+    // The bin is monotone in the value, so bin b is a range of order keys: find its ends by
+    // bisection (the same float operations as the batches, one lane at a time), then keep the
+    // keys in it with integer compares instead of recomputing every key's bin.
+    const auto bin_at = [&](std::uint32_t ok) {
+      const float t = (from_order_key<Arch>(ok) - vlo) * scale;
+      return static_cast<std::size_t>(static_cast<std::int32_t>(t < static_cast<float>(nb - 1) ? t : static_cast<float>(nb - 1)));
+    };
+    const auto first_at_least = [&](std::size_t bin) {  // smallest order key in [kmin, kmax] with bin >= `bin`
+      std::uint32_t lo_k = kmin, hi_k = kmax;
+      while (lo_k < hi_k) {
+        const std::uint32_t mid = lo_k + (hi_k - lo_k) / 2;
+        if (bin_at(mid) >= bin)
+          hi_k = mid;
+        else
+          lo_k = mid + 1;
+      }
+      return lo_k;
+    };
+    const std::uint64_t klo = std::uint64_t{first_at_least(b)} << 32;
+    const std::uint64_t khi = b + 1 < nb ? std::uint64_t{first_at_least(b + 1)} << 32 : ~std::uint64_t{0};
     std::size_t kept = 0;
-    for (std::size_t at = 0; at < c; at += L) {
-      const std::size_t len = c - at < L ? c - at : L;
-      bins(at, len, false);
-      for (std::size_t l = 0; l < len; ++l)
-        if (static_cast<std::size_t>(bs[l]) == b) work[kept++] = keys[at + l];
+    for (std::size_t j = 0; j < c; ++j) {
+      const std::uint64_t kj = keys[j];
+      work[kept] = kj;
+      kept += kj >= klo && (kj < khi || b + 1 == nb) ? 1u : 0u;
     }
     before = acc;
     c = kept;

@@ -67,26 +67,26 @@ ITSCALE_EXP_INLINE void exp_core(fbatch<Arch> (&x)[N]) noexcept {
   // low mantissa bits of t; subtracting t back from it gives -n as a float, exactly.
   const B magic(12582912.0f);
   B t[N], r[N];
-  for (std::size_t j = 0; j < N; ++j) t[j] = xsimd::fma(x[j], B(1.44269504088896341f), magic);
+  for (std::size_t j = 0; j < N; ++j) t[j] = fmadd<Arch>(x[j], B(1.44269504088896341f), magic);
   for (std::size_t j = 0; j < N; ++j) r[j] = magic - t[j];  // -n (fma(-n, c, x): no negate op)
   // Cody-Waite: ln2hi has 9 significant bits, so n * ln2hi is exact and x - n * ln2hi too.
-  for (std::size_t j = 0; j < N; ++j) x[j] = xsimd::fma(r[j], B(0.693359375f), x[j]);
-  for (std::size_t j = 0; j < N; ++j) r[j] = xsimd::fma(r[j], B(-2.12194440e-4f), x[j]);  // ln2lo
+  for (std::size_t j = 0; j < N; ++j) x[j] = fmadd<Arch>(r[j], B(0.693359375f), x[j]);
+  for (std::size_t j = 0; j < N; ++j) r[j] = fmadd<Arch>(r[j], B(-2.12194440e-4f), x[j]);  // ln2lo
   // exp(r), |r| <= ln2/2: the degree-6 polynomial 1 + r + r^2 q(r), q of degree 4 with the
   // Cephes/xsimd coefficients. With fused FMA, all in Horner form (6 FMAs): exhaustively 1 ULP on
   // [-87, 0], where xsimd's (r^2 q + r) + 1, one op more, reaches 2 ULP near |r| = ln2/2. Without
   // FMA every Horner step rounds twice and pure Horner is 2 ULP on ~1e-6 of [-87, 0]; the r^2
   // form keeps the rounding on the small terms and is 2 ULP at one float, so it is used there.
   // (A degree-5 polynomial saves one FMA, ~7%, but is 2 ULP on 0.3% of [-87, 0].)
-  for (std::size_t j = 0; j < N; ++j) x[j] = xsimd::fma(B(1.3997796e-3f), r[j], B(8.3955629e-3f));
-  for (std::size_t j = 0; j < N; ++j) x[j] = xsimd::fma(x[j], r[j], B(4.1665401e-2f));
-  for (std::size_t j = 0; j < N; ++j) x[j] = xsimd::fma(x[j], r[j], B(1.6666277e-1f));
-  for (std::size_t j = 0; j < N; ++j) x[j] = xsimd::fma(x[j], r[j], B(0.5f));
+  for (std::size_t j = 0; j < N; ++j) x[j] = fmadd<Arch>(B(1.3997796e-3f), r[j], B(8.3955629e-3f));
+  for (std::size_t j = 0; j < N; ++j) x[j] = fmadd<Arch>(x[j], r[j], B(4.1665401e-2f));
+  for (std::size_t j = 0; j < N; ++j) x[j] = fmadd<Arch>(x[j], r[j], B(1.6666277e-1f));
+  for (std::size_t j = 0; j < N; ++j) x[j] = fmadd<Arch>(x[j], r[j], B(0.5f));
   if constexpr (fused_fma<Arch>) {
-    for (std::size_t j = 0; j < N; ++j) x[j] = xsimd::fma(x[j], r[j], B(1.0f));
-    for (std::size_t j = 0; j < N; ++j) x[j] = xsimd::fma(x[j], r[j], B(1.0f));
+    for (std::size_t j = 0; j < N; ++j) x[j] = fmadd<Arch>(x[j], r[j], B(1.0f));
+    for (std::size_t j = 0; j < N; ++j) x[j] = fmadd<Arch>(x[j], r[j], B(1.0f));
   } else {
-    for (std::size_t j = 0; j < N; ++j) x[j] = xsimd::fma(x[j], r[j] * r[j], r[j]) + B(1.0f);
+    for (std::size_t j = 0; j < N; ++j) x[j] = fmadd<Arch>(x[j], r[j] * r[j], r[j]) + B(1.0f);
   }
   // * 2^n: bits(t) = bits(1.5 * 2^23) + n and bits(1.5 * 2^23) << 23 overflows to 0, so the
   // shift is n << 23, added to the exponent field. Exact while the result is a normal float.

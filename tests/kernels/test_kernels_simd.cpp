@@ -366,37 +366,25 @@ TEST_CASE("top_k_rows and beam_select: the best m of K rows without materialisin
         add[r] = -static_cast<float>(r) * 1.25f;
         lse[r] = kn::logsumexp(rows[r]);
       }
-      // Reference: every score in float, exactly as the kernel forms it, then the rank order.
-      struct c {
-        float s;
-        std::size_t flat;
-      };
-      const auto reference = [&](std::span<const float> sb, std::span<const float> ab) {
-        std::vector<c> all;
-        for (std::size_t r = 0; r < rows_n; ++r)
-          for (std::size_t t = 0; t < n; ++t) {
-            const float v = (rows[r][t] - sb[r]) + ab[r];
-            if (v > -inf) all.push_back({v, r * n + t});
-          }
-        std::stable_sort(all.begin(), all.end(), [](const c& a, const c& b) { return a.s > b.s; });
-        return all;
-      };
       for (std::size_t m : {std::size_t{1}, std::size_t{2 * rows_n}, std::size_t{16}, std::size_t{2000}}) {
         CAPTURE(m);
-        std::vector<kn::row_candidate> out(m);
-        const auto want = reference(sub, add);
+        std::vector<kn::row_candidate> out(m), want(m);
+        // The scalar reference forms every score in float exactly as the kernel does.
+        const std::size_t want_n = itscale::kernels::reference::top_k_rows(rows, sub, add, want);
         const std::size_t got = kn::top_k_rows(rows, sub, add, out);
-        REQUIRE(got == std::min(m, want.size()));
+        REQUIRE(got == want_n);
         for (std::size_t j = 0; j < got; ++j) {
-          CHECK(out[j].score == want[j].s);
-          CHECK(out[j].row * n + static_cast<std::size_t>(out[j].token) == want[j].flat);
+          CHECK(out[j].score == want[j].score);
+          CHECK(out[j].row == want[j].row);
+          CHECK(out[j].token == want[j].token);
         }
-        const auto want_beam = reference(lse, add);
+        const std::size_t want_beam = itscale::kernels::reference::top_k_rows(rows, lse, add, want);
         const std::size_t got_beam = kn::beam_select(rows, add, out);
-        REQUIRE(got_beam == std::min(m, want_beam.size()));
+        REQUIRE(got_beam == want_beam);
         for (std::size_t j = 0; j < got_beam; ++j) {
-          CHECK(out[j].score == want_beam[j].s);
-          CHECK(out[j].row * n + static_cast<std::size_t>(out[j].token) == want_beam[j].flat);
+          CHECK(out[j].score == want[j].score);
+          CHECK(out[j].row == want[j].row);
+          CHECK(out[j].token == want[j].token);
         }
       }
     }
@@ -482,6 +470,34 @@ TEST_CASE("collect_unmasked and mask_below_collect list exactly the entries > -i
   CHECK(kn::collect_unmasked(masked, ids) == 0);
 }
 
+// Checks top_p_mask on `orig` against the float64 rank-prefix rule of the scalar reference.
+void check_top_p(const std::vector<float>& orig, double p) {
+  const std::size_t n = orig.size();
+  auto row = orig, ref_row = orig;
+  std::vector<token_id> order(n);
+  const std::size_t want = itscale::kernels::reference::top_p_mask(ref_row, p, order);
+  std::vector<std::uint64_t> keys(n);
+  const std::size_t kept = kn::top_p_mask(row, p, keys);
+  // Exactly a rank prefix of length `kept` (`order` is the reference's ranking).
+  for (std::size_t j = 0; j < n; ++j) {
+    const bool keep = row[static_cast<std::size_t>(order[j])] > -inf;
+    if (keep != (j < kept)) {
+      CHECK(keep == (j < kept));
+      break;
+    }
+  }
+  // Equal to the float64 count unless p of the mass sits within rounding of a prefix mass.
+  if (kept != want) {
+    const double m = ref_max(orig);
+    std::vector<double> mass(n + 1, 0.0);  // mass of the top j
+    for (std::size_t j = 0; j < n; ++j)
+      mass[j + 1] = mass[j] + std::exp(static_cast<double>(orig[static_cast<std::size_t>(order[j])]) - m);
+    const std::size_t a = std::min(kept, want), b = std::max(kept, want);
+    CHECK(std::fabs(mass[a] - p * mass[n]) <= 1e-5 * mass[n] + 1e-12);
+    CHECK(b - a <= 1 + static_cast<std::size_t>(std::count(orig.begin(), orig.end(), orig[static_cast<std::size_t>(order[a])])));
+  }
+}
+
 TEST_CASE("top_p_mask keeps the smallest rank prefix reaching p of the mass (float64)") {
   for (shape s : finite_shapes)
     for (std::size_t n : lengths)
@@ -489,62 +505,8 @@ TEST_CASE("top_p_mask keeps the smallest rank prefix reaching p of the mass (flo
         CAPTURE(name(s));
         CAPTURE(n);
         CAPTURE(p);
-        auto row = make_row(s, n);
-        const auto orig = row;
-        const auto rank = ref_ranking(orig);
-        const double m = ref_max(orig);
-        std::vector<double> mass(n + 1, 0.0);  // mass of the top j
-        for (std::size_t j = 0; j < n; ++j)
-          mass[j + 1] = mass[j] + std::exp(static_cast<double>(orig[static_cast<std::size_t>(rank[j])]) - m);
-        const double target = p * mass[n];
-        std::size_t want = 1;
-        while (want < n && mass[want] < target) ++want;
-        std::vector<std::uint64_t> keys(n);
-        const std::size_t kept = kn::top_p_mask(row, p, keys);
-        // Exactly a rank prefix of length `kept`.
-        for (std::size_t j = 0; j < n; ++j) {
-          const auto t = static_cast<std::size_t>(rank[j]);
-          const bool keep = row[t] > -inf;
-          if (keep != (j < kept)) {
-            CHECK(keep == (j < kept));
-            break;
-          }
-        }
-        // Equal to the float64 count unless the target sits within rounding of a prefix mass.
-        if (kept != want) {
-          const std::size_t a = std::min(kept, want), b = std::max(kept, want);
-          CHECK(std::fabs(mass[a] - target) <= 1e-5 * mass[n] + 1e-12);
-          CHECK(b - a <= 1 + static_cast<std::size_t>(std::count(orig.begin(), orig.end(), orig[static_cast<std::size_t>(rank[a])])));
-        }
+        check_top_p(make_row(s, n), p);
       }
-}
-
-// Checks top_p_mask on `orig` against the float64 rank-prefix rule (as the test above).
-void check_top_p(const std::vector<float>& orig, double p) {
-  const std::size_t n = orig.size();
-  auto row = orig;
-  const auto rank = ref_ranking(orig);
-  const double m = ref_max(orig);
-  std::vector<double> mass(n + 1, 0.0);
-  for (std::size_t j = 0; j < n; ++j)
-    mass[j + 1] = mass[j] + std::exp(static_cast<double>(orig[static_cast<std::size_t>(rank[j])]) - m);
-  const double target = p * mass[n];
-  std::size_t want = 1;
-  while (want < n && mass[want] < target) ++want;
-  std::vector<std::uint64_t> keys(n);
-  const std::size_t kept = kn::top_p_mask(row, p, keys);
-  for (std::size_t j = 0; j < n; ++j) {
-    const bool keep = row[static_cast<std::size_t>(rank[j])] > -inf;
-    if (keep != (j < kept)) {
-      CHECK(keep == (j < kept));
-      break;
-    }
-  }
-  if (kept != want) {
-    const std::size_t a = std::min(kept, want), b = std::max(kept, want);
-    CHECK(std::fabs(mass[a] - target) <= 1e-5 * mass[n] + 1e-12);
-    CHECK(b - a <= 1 + static_cast<std::size_t>(std::count(orig.begin(), orig.end(), orig[static_cast<std::size_t>(rank[a])])));
-  }
 }
 
 // The sampled cuts of top_p_mask only decide where it looks: rows where the sample's crossing is

@@ -9,9 +9,12 @@
 #include <algorithm>
 #include <cassert>
 #include <cstddef>
+#include <cstdint>
+#include <limits>
 #include <span>
 
 #include "itscale/core/types.hpp"
+#include "itscale/kernels/kernel_types.hpp"
 
 namespace itscale {
 inline namespace v0 {
@@ -57,6 +60,26 @@ inline void top_k(std::span<const float> row, std::span<token_id> indices,
   std::nth_element(scratch.begin(), nth, scratch.begin() + static_cast<std::ptrdiff_t>(row.size()),
                    [](float a, float b) { return a > b; });
   return *nth;
+}
+
+/// The best `out.size()` candidates over rows r with scores `(rows[r][t] - sub[r]) + add[r]` in
+/// float (what `kernels::top_k_rows` computes; `beam_select` is this with sub = the rows'
+/// logsumexps), best first, equal scores by the lower flattened index r * V + t; `-inf` scores are
+/// never selected. Returns how many were written. Insertion into `out`: O(K V m) at worst.
+inline std::size_t top_k_rows(std::span<const std::span<const float>> rows, std::span<const float> sub,
+                              std::span<const float> add, std::span<row_candidate> out) noexcept {
+  const std::size_t m = out.size();
+  std::size_t got = 0;
+  for (std::size_t r = 0; r < rows.size(); ++r)
+    for (std::size_t t = 0; t < rows[r].size(); ++t) {
+      const float v = (rows[r][t] - sub[r]) + add[r];
+      if (!(v > -std::numeric_limits<float>::infinity()) || m == 0) continue;
+      if (got == m && !(v > out[m - 1].score)) continue;  // an equal score came first: it ranks higher
+      std::size_t j = got < m ? got++ : m - 1;
+      for (; j > 0 && out[j - 1].score < v; --j) out[j] = out[j - 1];
+      out[j] = {v, static_cast<std::uint32_t>(r), static_cast<token_id>(t)};
+    }
+  return got;
 }
 
 }  // namespace reference

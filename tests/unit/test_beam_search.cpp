@@ -16,6 +16,7 @@
 #include <itscale/search.hpp>
 
 #include "instrumented_source.hpp"
+#include "same_search.hpp"
 
 using itscale::token_id;
 using tokens = std::vector<token_id>;
@@ -247,27 +248,8 @@ TEST_CASE("selection on the shifted logits equals selection on written log-probs
       const std::vector<std::span<const token_id>> spans(prompts.begin(), prompts.end());
       const auto fused = itscale::beam_search(lm, spans, o);
       const auto written = itscale::beam_search(lm, spans, o, opaque_identity{});
-      REQUIRE(fused.size() == written.size());
-      for (std::size_t p = 0; p < fused.size(); ++p) {
-        REQUIRE(fused[p].hypotheses.size() == written[p].hypotheses.size());
-        CHECK(fused[p].steps == written[p].steps);
-        for (std::size_t j = 0; j < fused[p].hypotheses.size(); ++j) {
-          CHECK(fused[p].hypotheses[j].tokens == written[p].hypotheses[j].tokens);
-          CHECK(fused[p].hypotheses[j].logprobs == written[p].hypotheses[j].logprobs);
-          CHECK(fused[p].hypotheses[j].score == written[p].hypotheses[j].score);
-        }
-        REQUIRE(fused[p].trace.size() == written[p].trace.size());
-        for (std::size_t st = 0; st < fused[p].trace.size(); ++st) {
-          const auto& a = fused[p].trace[st].candidates;
-          const auto& b = written[p].trace[st].candidates;
-          REQUIRE(a.size() == b.size());
-          for (std::size_t c = 0; c < a.size(); ++c) {
-            CHECK(a[c].token == b[c].token);
-            CHECK(a[c].logprob == b[c].logprob);
-            CHECK(a[c].score == b[c].score);
-          }
-        }
-      }
+      itscale_test::check_same_search(fused, written);
+      for (std::size_t p = 0; p < fused.size(); ++p) CHECK(fused[p].steps == written[p].steps);
       CHECK(lm.live_handles() == 0);
     }
 }

@@ -16,6 +16,7 @@
 #include <itscale/search.hpp>
 
 #include "instrumented_source.hpp"
+#include "same_search.hpp"
 
 using itscale::token_id;
 using tokens = std::vector<token_id>;
@@ -91,24 +92,8 @@ TEST_CASE("diverse beam search: penalised selection on shifted logits equals it 
     const std::vector<std::span<const token_id>> spans(prompts.begin(), prompts.end());
     const auto fused = itscale::diverse_beam_search(lm, spans, o);
     const auto written = itscale::diverse_beam_search(lm, spans, o, opaque_identity{});
-    REQUIRE(fused.size() == written.size());
-    for (std::size_t p = 0; p < fused.size(); ++p) {
-      REQUIRE(fused[p].hypotheses.size() == written[p].hypotheses.size());
-      CHECK(fused[p].group == written[p].group);
-      for (std::size_t j = 0; j < fused[p].hypotheses.size(); ++j) {
-        CHECK(fused[p].hypotheses[j].tokens == written[p].hypotheses[j].tokens);
-        CHECK(fused[p].hypotheses[j].logprobs == written[p].hypotheses[j].logprobs);
-        CHECK(fused[p].hypotheses[j].score == written[p].hypotheses[j].score);
-      }
-      REQUIRE(fused[p].trace.size() == written[p].trace.size());
-      for (std::size_t st = 0; st < fused[p].trace.size(); ++st) {
-        REQUIRE(fused[p].trace[st].candidates.size() == written[p].trace[st].candidates.size());
-        for (std::size_t c = 0; c < fused[p].trace[st].candidates.size(); ++c) {
-          CHECK(fused[p].trace[st].candidates[c].logprob == written[p].trace[st].candidates[c].logprob);
-          CHECK(fused[p].trace[st].candidates[c].score == written[p].trace[st].candidates[c].score);
-        }
-      }
-    }
+    itscale_test::check_same_search(fused, written);
+    for (std::size_t p = 0; p < fused.size(); ++p) CHECK(fused[p].group == written[p].group);
     CHECK(lm.live_handles() == 0);
   }
 }

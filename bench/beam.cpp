@@ -43,7 +43,7 @@
 #include "itscale/kernels/reduce.hpp"
 #include "itscale/search/beam_rows.hpp"
 #include "itscale/search/beam_select.hpp"
-#include "itscale/sources/hash_lm.hpp"
+#include "itscale/backends/hash_lm.hpp"
 
 namespace {
 

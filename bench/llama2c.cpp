@@ -22,9 +22,9 @@
 #include <string>
 #include <vector>
 
-#include <itscale/models/llama2c_checkpoint.hpp>
-#include <itscale/models/llama2c_model.hpp>
-#include <itscale/models/paged_kv_cache.hpp>
+#include <itscale/backends/llama2c_checkpoint.hpp>
+#include <itscale/backends/llama2c_model.hpp>
+#include <itscale/backends/support/paged_kv_cache.hpp>
 
 namespace {
 

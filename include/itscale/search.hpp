@@ -17,13 +17,13 @@
 #include "itscale/kernels/softmax.hpp"
 #include "itscale/kernels/top_k.hpp"
 
-#include "itscale/sources/function_source.hpp"
-#include "itscale/sources/hash_lm.hpp"
+#include "itscale/backends/function_source.hpp"
+#include "itscale/backends/hash_lm.hpp"
 
-#include "itscale/models/llama2c_checkpoint.hpp"
-#include "itscale/models/llama2c_model.hpp"
-#include "itscale/models/llama2c_tokenizer.hpp"
-#include "itscale/models/paged_kv_cache.hpp"
+#include "itscale/backends/llama2c_checkpoint.hpp"
+#include "itscale/backends/llama2c_model.hpp"
+#include "itscale/backends/llama2c_tokenizer.hpp"
+#include "itscale/backends/support/paged_kv_cache.hpp"
 
 #include "itscale/processors/chain.hpp"
 #include "itscale/processors/processor.hpp"

@@ -15,8 +15,8 @@
 #include <string>
 #include <vector>
 
-#include <itscale/models/llama2c_checkpoint.hpp>
-#include <itscale/models/llama2c_model.hpp>
+#include <itscale/backends/llama2c_checkpoint.hpp>
+#include <itscale/backends/llama2c_model.hpp>
 
 #if __has_include("source_suite.hpp")
 #include "source_suite.hpp"

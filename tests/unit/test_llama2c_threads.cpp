@@ -15,9 +15,9 @@
 #include <string>
 #include <vector>
 
-#include <itscale/models/fork_join_pool.hpp>
-#include <itscale/models/llama2c_checkpoint.hpp>
-#include <itscale/models/llama2c_model.hpp>
+#include <itscale/backends/support/fork_join_pool.hpp>
+#include <itscale/backends/llama2c_checkpoint.hpp>
+#include <itscale/backends/llama2c_model.hpp>
 
 namespace {
 

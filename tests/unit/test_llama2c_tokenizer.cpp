@@ -11,7 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include <itscale/models/llama2c_tokenizer.hpp>
+#include <itscale/backends/llama2c_tokenizer.hpp>
 
 using itscale::token_id;
 

@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include <itscale/models/paged_kv_cache.hpp>
+#include <itscale/backends/support/paged_kv_cache.hpp>
 
 namespace {
 

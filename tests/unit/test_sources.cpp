@@ -16,8 +16,8 @@
 #include "itscale/core/errors.hpp"
 #include "itscale/core/logit_source.hpp"
 #include "itscale/core/logit_source_archetype.hpp"
-#include "itscale/sources/function_source.hpp"
-#include "itscale/sources/hash_lm.hpp"
+#include "itscale/backends/function_source.hpp"
+#include "itscale/backends/hash_lm.hpp"
 #include "source_suite.hpp"
 
 using itscale::token_id;

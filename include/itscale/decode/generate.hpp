@@ -22,51 +22,18 @@
 #include "itscale/core/logit_source.hpp"
 #include "itscale/core/rng.hpp"
 #include "itscale/decode/generation.hpp"
-#include "itscale/decode/handle_guard.hpp"
+#include "itscale/core/detail/handle_guard.hpp"
+#include "itscale/core/detail/source_rows.hpp"
 #include "itscale/kernels/reduce.hpp"
 #include "itscale/kernels/sample.hpp"
 #include "itscale/kernels/sparse.hpp"
 #include "itscale/processors/chain.hpp"
 #include "itscale/processors/sampling_chain.hpp"
-#include "itscale/sources/validate_tokens.hpp"
+#include "itscale/core/detail/validate_tokens.hpp"
 
 namespace itscale {
 inline namespace v0 {
 
-namespace detail {
-
-/// Throws `backend_error` if the source's view does not have `rows` rows of `vocab` finite-or-
-/// -inf logits.
-inline void check_source_rows(const logits_view& v, std::size_t rows, std::size_t vocab, std::size_t step) {
-  if (v.rows != rows || v.vocab != vocab || (rows > 0 && v.data == nullptr))
-    throw backend_error("itscale: the source returned a " + std::to_string(v.rows) + " x " +
-                        std::to_string(v.vocab) + " logits view at step " + std::to_string(step) +
-                        ", expected " + std::to_string(rows) + " x " + std::to_string(vocab));
-  for (std::size_t r = 0; r < rows; ++r) {
-    const auto row = v.row(r);
-    const std::size_t bad = kernels::find_invalid(row);
-    if (bad != kernels::npos)
-      throw backend_error("itscale: the source returned " + std::string(std::isnan(row[bad]) ? "NaN" : "+inf") +
-                          " for token " + std::to_string(bad) + " in row " + std::to_string(r) + " at step " +
-                          std::to_string(step));
-  }
-}
-
-/// True when `tokens` ends with `suffix`.
-inline bool ends_with(std::span<const token_id> tokens, std::span<const token_id> suffix) noexcept {
-  return suffix.size() <= tokens.size() && std::equal(suffix.begin(), suffix.end(), tokens.end() - static_cast<std::ptrdiff_t>(suffix.size()));
-}
-
-template <class P>
-struct user_state {
-  using type = no_state;
-};
-template <StatefulLogitsProcessor P>
-struct user_state<P> {
-  using type = typename P::state_type;
-};
-
-}  // namespace detail
 
 /// Decodes every request with `opts`, applying `user` (a processor of either form) between the
 /// built-in logits processors and the warpers. Returns the sequences ordered by request, then
@@ -91,7 +58,7 @@ template <LogitSource S, AnyLogitsProcessor P>
   ws.reserve(vocab);
 
   using handle = handle_t<S>;
-  using ustate = typename detail::user_state<P>::type;
+  using ustate = typename detail::state_of<P>::type;
   struct sequence {
     std::size_t request, sample;
     std::vector<token_id> tokens;  // prompt + generated

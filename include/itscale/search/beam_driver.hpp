@@ -14,9 +14,9 @@
 #include "itscale/core/errors.hpp"
 #include "itscale/core/logit_source.hpp"
 #include "itscale/core/types.hpp"
-#include "itscale/decode/generate.hpp"
-#include "itscale/decode/handle_guard.hpp"
-#include "itscale/sources/validate_tokens.hpp"
+#include "itscale/core/detail/source_rows.hpp"
+#include "itscale/core/detail/handle_guard.hpp"
+#include "itscale/core/detail/validate_tokens.hpp"
 
 namespace itscale {
 inline namespace v0 {

@@ -27,7 +27,9 @@
 
 #include "itscale/core/errors.hpp"
 #include "itscale/core/types.hpp"
-#include "itscale/decode/generate.hpp"
+#include "itscale/core/detail/source_rows.hpp"
+#include "itscale/processors/chain.hpp"
+#include "itscale/processors/processor.hpp"
 #include "itscale/kernels/reduce.hpp"
 #include "itscale/kernels/softmax.hpp"
 #include "itscale/processors/processor.hpp"
@@ -81,7 +83,7 @@ inline constexpr bool processor_is_identity =
 template <AnyLogitsProcessor P>
 class beam_rows {
  public:
-  using state = typename user_state<P>::type;
+  using state = typename state_of<P>::type;
 
   beam_rows(const beam_options& o, const P& user, std::size_t vocab)
       : chain_(beam_processor_options(o)), user_(user), fused_(processor_is_identity<P> && o.repetition_penalty == 1.0f) {

@@ -16,7 +16,9 @@
 
 #include "itscale/core/errors.hpp"
 #include "itscale/core/logit_source.hpp"
-#include "itscale/decode/generate.hpp"
+#include "itscale/core/detail/source_rows.hpp"
+#include "itscale/processors/chain.hpp"
+#include "itscale/processors/processor.hpp"
 #include "itscale/processors/processor.hpp"
 #include "itscale/search/beam_driver.hpp"
 #include "itscale/search/beam_hypotheses.hpp"
@@ -54,7 +56,7 @@ template <LogitSource S, AnyLogitsProcessor P>
                                                                    const P& user) {
   const std::size_t vocab = source.vocab_size();
   using handle = handle_t<S>;
-  using ustate = typename user_state<P>::type;
+  using ustate = typename state_of<P>::type;
   const std::size_t ng = shape.groups;
   const std::size_t gs = bo.num_beams / ng;
   const std::size_t m = std::max<std::size_t>(2, 1 + bo.eos_token_id.size()) * gs;

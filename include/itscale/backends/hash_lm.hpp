@@ -18,8 +18,8 @@
 
 #include "itscale/core/errors.hpp"
 #include "itscale/core/logit_source.hpp"
-#include "itscale/sources/slot_pool.hpp"
-#include "itscale/sources/validate_tokens.hpp"
+#include "itscale/backends/support/slot_pool.hpp"
+#include "itscale/core/detail/validate_tokens.hpp"
 
 namespace itscale {
 inline namespace v0 {

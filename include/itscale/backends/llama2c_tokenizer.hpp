@@ -24,8 +24,8 @@
 
 #include "itscale/core/errors.hpp"
 #include "itscale/core/types.hpp"
-#include "itscale/models/binary_reader.hpp"
-#include "itscale/sources/validate_tokens.hpp"
+#include "itscale/backends/support/binary_reader.hpp"
+#include "itscale/core/detail/validate_tokens.hpp"
 
 namespace itscale {
 inline namespace v0 {

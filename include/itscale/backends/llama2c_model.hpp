@@ -35,10 +35,10 @@
 #include "itscale/core/errors.hpp"
 #include "itscale/core/logit_source.hpp"
 #include "itscale/core/types.hpp"
-#include "itscale/models/fork_join_pool.hpp"
-#include "itscale/models/llama2c_checkpoint.hpp"
-#include "itscale/models/paged_kv_cache.hpp"
-#include "itscale/sources/validate_tokens.hpp"
+#include "itscale/backends/support/fork_join_pool.hpp"
+#include "itscale/backends/llama2c_checkpoint.hpp"
+#include "itscale/backends/support/paged_kv_cache.hpp"
+#include "itscale/core/detail/validate_tokens.hpp"
 
 namespace itscale {
 inline namespace v0 {

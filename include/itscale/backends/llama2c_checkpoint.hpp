@@ -26,7 +26,7 @@
 #include <Eigen/Core>
 
 #include "itscale/core/errors.hpp"
-#include "itscale/models/binary_reader.hpp"
+#include "itscale/backends/support/binary_reader.hpp"
 
 namespace itscale {
 inline namespace v0 {

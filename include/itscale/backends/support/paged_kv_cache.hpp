@@ -29,7 +29,7 @@
 #include <vector>
 
 #include "itscale/core/errors.hpp"
-#include "itscale/models/block_table_tree.hpp"
+#include "itscale/backends/support/block_table_tree.hpp"
 
 namespace itscale {
 inline namespace v0 {

@@ -1,54 +1,53 @@
 #pragma once
 /// \file generation.hpp
-/// What the token-level decoders take and return.
+/// What the token-level decoders take besides their options (`run_options`) and what they return
+/// (`decode_result`). The sequence type itself, `generation`, is shared with every search
+/// (core/sequence.hpp).
 
 #include <cstddef>
-#include <cstdint>
-#include <functional>
-#include <span>
 #include <vector>
 
-#include "itscale/core/types.hpp"
+#include "itscale/core/compute.hpp"
+#include "itscale/core/live.hpp"
+#include "itscale/core/logit_source.hpp"
+#include "itscale/core/sequence.hpp"
 
 namespace itscale {
 inline namespace v0 {
 
-/// One prompt to decode from. Sample j of this request draws its randomness from the stream
-/// (seed, sequence_id + j, step), so the same request gives the same samples whatever else is in
-/// the batch, and samples can be drawn one at a time by advancing `sequence_id`.
-struct decode_request {
-  std::span<const token_id> prompt;
-  std::uint64_t sequence_id = 0;
+/// How a run is driven, for every decoder: budget and cancellation, streaming, and whether the
+/// live state of each finished sequence is handed back.
+struct run_options {
+  compute_budget budget = {};  ///< checked between steps; see `compute_budget`
+  token_callback on_token = {};
+  /// Hand back each sequence that ended by EOS, stop sequence or length as a `prefilled` state
+  /// (handle + tokens + next-token row) in `decode_result::live`: costs one more batched row per
+  /// such sequence, taken in the same `extend` as the step's other children. A tree search
+  /// continues from these without evaluating the prefix again. Sequences cut by the budget get
+  /// none.
+  bool keep_handles = false;
 };
 
-/// Why a sequence ended.
-enum class stop_reason : std::uint8_t {
-  eos,             ///< produced one of `eos_token_id` (kept as the last token)
-  stop_sequence,   ///< the generated tokens end with one of `stop_sequences` (kept)
-  max_new_tokens,  ///< reached `max_new_tokens`
-};
+/// What `generate` returns: the sequences (ordered by request, then sample), the compute spent
+/// and how the run ended. Iterates like the vector of sequences.
+template <LogitSource S>
+struct decode_result {
+  std::vector<generation> sequences;
+  std::vector<prefilled<S>> live;  ///< with `keep_handles`: `live[i]` belongs to `sequences[i]` (empty handle if none)
+  compute_stats compute;
+  run_status status = run_status::completed;
 
-/// One decoded sequence.
-struct generation {
-  std::size_t request = 0;               ///< index of its request
-  std::size_t sample = 0;                ///< index among the request's `num_return_sequences`
-  std::vector<token_id> tokens;          ///< generated tokens (prompt excluded)
-  std::vector<float> logprobs;           ///< log-prob of each token under the processed distribution
-  std::vector<float> model_logprobs;     ///< log-prob of each token under the source's raw logits
-  double logprob_sum = 0;                ///< sum of `logprobs`
-  stop_reason stop = stop_reason::max_new_tokens;
+  [[nodiscard]] std::size_t size() const noexcept { return sequences.size(); }
+  [[nodiscard]] bool empty() const noexcept { return sequences.empty(); }
+  [[nodiscard]] const generation& operator[](std::size_t i) const noexcept { return sequences[i]; }
+  [[nodiscard]] generation& operator[](std::size_t i) noexcept { return sequences[i]; }
+  [[nodiscard]] const generation& front() const noexcept { return sequences.front(); }
+  [[nodiscard]] const generation& back() const noexcept { return sequences.back(); }
+  [[nodiscard]] auto begin() const noexcept { return sequences.begin(); }
+  [[nodiscard]] auto end() const noexcept { return sequences.end(); }
+  [[nodiscard]] auto begin() noexcept { return sequences.begin(); }
+  [[nodiscard]] auto end() noexcept { return sequences.end(); }
 };
-
-/// Passed to the streaming callback after each chosen token.
-struct token_event {
-  std::size_t request = 0;
-  std::size_t sample = 0;
-  std::size_t step = 0;  ///< 0 for the first generated token
-  token_id token = 0;
-  float logprob = 0;     ///< under the processed distribution
-};
-
-using token_callback = std::function<void(const token_event&)>;
 
 }  // namespace v0
 }  // namespace itscale

@@ -39,7 +39,7 @@ class sampling_chain {
       presence_frequency_.emplace(o.presence_penalty, o.frequency_penalty);
     if (o.no_repeat_ngram_size > 0) ngram_.emplace(o.no_repeat_ngram_size);
     if (!o.bad_words_ids.empty()) bad_words_.emplace(o.bad_words_ids);
-    if (o.min_new_tokens > 0) min_new_.emplace(o.min_new_tokens, o.eos_token_id);
+    if (o.stop.min_new_tokens > 0) min_new_.emplace(o.stop.min_new_tokens, o.stop.eos_token_id);
     if (o.allowed_tokens) allowed_.emplace(o.allowed_tokens);
     if (!o.do_sample) return;
     const std::size_t keep = o.min_tokens_to_keep;
@@ -51,6 +51,19 @@ class sampling_chain {
     if (o.typical_p < 1.0f) typical_.emplace(o.typical_p, keep);
     if (o.epsilon_cutoff > 0.0f) epsilon_.emplace(o.epsilon_cutoff, keep);
     if (o.eta_cutoff > 0.0f) eta_.emplace(o.eta_cutoff, keep);
+  }
+
+  /// True when a logits processor reads the tokens of the sequence (penalties, n-grams, banned
+  /// sequences, the allowed-token hook); otherwise the decoders need not keep them contiguous.
+  [[nodiscard]] bool reads_tokens() const noexcept {
+    return repetition_ || presence_frequency_ || ngram_ || bad_words_ || allowed_;
+  }
+
+  /// True when any processor or warper can change a row's values (false: greedy and plain
+  /// sampling at temperature 1, where the processed log-probs are the model's).
+  [[nodiscard]] bool changes_values() const noexcept {
+    return bias_ || repetition_ || presence_frequency_ || ngram_ || bad_words_ || min_new_ || allowed_ ||
+           temperature_ || top_h_ || top_k_ || top_p_ || min_p_ || typical_ || epsilon_ || eta_;
   }
 
   /// The logits processors (HF's `LogitsProcessor`s).

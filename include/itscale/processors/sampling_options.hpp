@@ -3,7 +3,7 @@
 /// Everything that configures token-level decoding (greedy or sampling), with Hugging Face's
 /// option names where HF has the option. Designated initialisers, one `validate()`:
 ///
-///     itscale::sampling_options o{.max_new_tokens = 64, .eos_token_id = {2}, .do_sample = true,
+///     itscale::sampling_options o{.stop = {.max_new_tokens = 64, .eos_token_id = {2}}, .do_sample = true,
 ///                                 .seed = 7, .temperature = 0.8f, .top_k = 40, .top_p = 0.95f};
 ///
 /// Differences from HF's GenerationConfig defaults: `top_k` defaults to 0 (off; HF: 50), and
@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "itscale/core/errors.hpp"
+#include "itscale/core/sequence.hpp"
 #include "itscale/core/types.hpp"
 #include "itscale/processors/token_rules.hpp"
 
@@ -25,16 +26,15 @@ namespace itscale {
 inline namespace v0 {
 
 struct sampling_options {
-  // --- stopping -------------------------------------------------------------------------------
-  std::size_t max_new_tokens = 20;                    ///< >= 1
-  std::size_t min_new_tokens = 0;                     ///< EOS masked until this many; <= max_new_tokens
-  std::vector<token_id> eos_token_id = {};            ///< any of them ends a sequence (kept in the output)
-  std::vector<std::vector<token_id>> stop_sequences = {};  ///< generated text ending with one stops (kept)
+  stopping stop = {};                                 ///< when a sequence ends (shared by every entry point)
 
   // --- mode -----------------------------------------------------------------------------------
   bool do_sample = false;                             ///< false: greedy (argmax, lowest id on ties)
   std::uint64_t seed = 0;                             ///< key of the counter-based RNG
   std::size_t num_return_sequences = 1;               ///< samples per prompt; 1 when greedy
+  /// Per-token outputs. Off, they cost nothing: greedy with both off is one argmax per row.
+  bool output_logprobs = true;                        ///< `generation::logprobs` and `logprob_sum`
+  bool output_model_logprobs = false;                 ///< `generation::model_logprobs` (raw logits; a row copy when processors change values)
 
   // --- logits processors (always applied, in this order) ---------------------------------------
   std::vector<std::pair<token_id, float>> logit_bias = {};  ///< additive, OpenAI semantics
@@ -61,18 +61,7 @@ struct sampling_options {
   void validate() const {
     auto fail = [](const std::string& what) { throw invalid_option("itscale: sampling_options." + what); };
     auto finite = [](float x) { return std::isfinite(x); };
-    if (max_new_tokens == 0) fail("max_new_tokens must be >= 1, got 0");
-    if (min_new_tokens > max_new_tokens)
-      fail("min_new_tokens (" + std::to_string(min_new_tokens) + ") must be <= max_new_tokens (" +
-           std::to_string(max_new_tokens) + ")");
-    if (min_new_tokens > 0 && eos_token_id.empty()) fail("min_new_tokens > 0 needs at least one eos_token_id");
-    for (token_id e : eos_token_id)
-      if (e < 0) fail("eos_token_id must be >= 0, got " + std::to_string(e));
-    for (std::size_t i = 0; i < stop_sequences.size(); ++i) {
-      if (stop_sequences[i].empty()) fail("stop_sequences[" + std::to_string(i) + "] is empty");
-      for (token_id t : stop_sequences[i])
-        if (t < 0) fail("stop_sequences[" + std::to_string(i) + "] has a negative token id");
-    }
+    stop.validate("sampling_options.stop");
     for (const auto& [t, b] : logit_bias) {
       if (t < 0) fail("logit_bias token id must be >= 0, got " + std::to_string(t));
       if (std::isnan(b) || (std::isinf(b) && b > 0))
@@ -111,11 +100,7 @@ struct sampling_options {
     auto fail = [](const std::string& what) { throw invalid_option("itscale: sampling_options." + what); };
     auto in_vocab = [vocab](token_id t) { return static_cast<std::size_t>(t) < vocab; };
     const std::string v = " (vocab size " + std::to_string(vocab) + ")";
-    for (token_id e : eos_token_id)
-      if (!in_vocab(e)) fail("eos_token_id " + std::to_string(e) + " is outside the vocabulary" + v);
-    for (const auto& s : stop_sequences)
-      for (token_id t : s)
-        if (!in_vocab(t)) fail("stop_sequences token " + std::to_string(t) + " is outside the vocabulary" + v);
+    stop.validate(vocab, "sampling_options.stop");
     for (const auto& [t, b] : logit_bias)
       if (t < 0 || !in_vocab(t)) fail("logit_bias token " + std::to_string(t) + " is outside the vocabulary" + v);
     for (const auto& s : bad_words_ids)

@@ -5,7 +5,7 @@
 ///
 ///     itscale::beam_options o{.num_beams = 8, .length_penalty = 1.0,
 ///                             .early_stopping = itscale::early_stopping_mode::when_full,
-///                             .num_return_sequences = 4, .max_new_tokens = 64, .eos_token_id = {2}};
+///                             .num_return_sequences = 4, .stop = {.max_new_tokens = 64, .eos_token_id = {2}}};
 
 #include <cmath>
 #include <cstddef>
@@ -15,34 +15,11 @@
 #include <vector>
 
 #include "itscale/core/errors.hpp"
+#include "itscale/core/sequence.hpp"
 #include "itscale/core/types.hpp"
 
 namespace itscale {
 inline namespace v0 {
-
-namespace detail {
-
-/// The length and EOS rules that the options of every search share; `fail(what)` throws.
-template <class Fail>
-void check_length_and_eos(std::size_t min_new_tokens, std::size_t max_new_tokens, std::span<const token_id> eos,
-                          const Fail& fail) {
-  if (min_new_tokens > max_new_tokens)
-    fail("min_new_tokens (" + std::to_string(min_new_tokens) + ") must be <= max_new_tokens (" +
-         std::to_string(max_new_tokens) + ")");
-  if (min_new_tokens > 0 && eos.empty()) fail("min_new_tokens > 0 needs at least one eos_token_id");
-  for (token_id e : eos)
-    if (e < 0) fail("eos_token_id must be >= 0, got " + std::to_string(e));
-}
-
-/// Throws `invalid_option` for an EOS id outside the vocabulary; `options` names the struct.
-inline void check_eos_in_vocab(std::span<const token_id> eos, std::size_t vocab, const char* options) {
-  for (token_id e : eos)
-    if (static_cast<std::size_t>(e) >= vocab)
-      throw invalid_option(std::string("itscale: ") + options + ".eos_token_id " + std::to_string(e) +
-                           " is outside the vocabulary (vocab size " + std::to_string(vocab) + ")");
-}
-
-}  // namespace detail
 
 /// When a prompt's search ends before `max_new_tokens` (HF's `early_stopping`).
 enum class early_stopping_mode : std::uint8_t {
@@ -63,9 +40,7 @@ struct beam_options {
   double length_penalty = 1.0;               ///< score = logprob_sum / generated_length^length_penalty (EOS counted)
   early_stopping_mode early_stopping = early_stopping_mode::heuristic;
   std::size_t num_return_sequences = 1;      ///< hypotheses returned per prompt; in [1, num_beams]
-  std::size_t max_new_tokens = 20;           ///< >= 1
-  std::size_t min_new_tokens = 0;            ///< EOS masked until this many; <= max_new_tokens; needs an EOS id
-  std::vector<token_id> eos_token_id = {};   ///< any of them finishes a hypothesis (kept in it)
+  stopping stop = {};                        ///< length and EOS rules; stop_sequences are not supported (yet) by beam search
   std::size_t no_repeat_ngram_size = 0;      ///< 0 = off
   float repetition_penalty = 1.0f;           ///< > 0; 1 = off; applied to log-probs, as HF does in beam search
   /// Kasai et al. 2022: keep round(num_beams * patience) finished hypotheses instead of num_beams,
@@ -93,10 +68,8 @@ struct beam_options {
     if (num_return_sequences > num_beams)
       fail("num_return_sequences (" + std::to_string(num_return_sequences) + ") must be <= num_beams (" +
            std::to_string(num_beams) + ")");
-    if (max_new_tokens == 0)
-      fail("max_new_tokens must be >= 1, got 0" +
-           std::string(min_new_tokens > 0 ? " (min_new_tokens = " + std::to_string(min_new_tokens) + ")" : ""));
-    detail::check_length_and_eos(min_new_tokens, max_new_tokens, eos_token_id, fail);
+    stop.validate("beam_options.stop");
+    if (!stop.stop_sequences.empty()) fail("stop.stop_sequences is not supported by beam search (use eos_token_id)");
     if (!(repetition_penalty > 0) || !std::isfinite(repetition_penalty))
       fail("repetition_penalty must be finite and > 0, got " + detail::num(repetition_penalty));
     if (!(patience > 0) || !std::isfinite(patience))
@@ -109,7 +82,7 @@ struct beam_options {
   /// `validate()` plus: every EOS id is inside the vocabulary.
   void validate(std::size_t vocab) const {
     validate();
-    detail::check_eos_in_vocab(eos_token_id, vocab, "beam_options");
+    stop.validate(vocab, "beam_options.stop");
   }
 };
 

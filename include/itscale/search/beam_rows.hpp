@@ -44,9 +44,7 @@ namespace detail {
 /// The built-in processors of beam search, as a `sampling_chain` without warpers.
 inline sampling_options beam_processor_options(const beam_options& o) {
   sampling_options s;
-  s.max_new_tokens = o.max_new_tokens;
-  s.min_new_tokens = o.min_new_tokens;
-  s.eos_token_id = o.eos_token_id;
+  s.stop = o.stop;
   s.repetition_penalty = o.repetition_penalty;
   s.no_repeat_ngram_size = o.no_repeat_ngram_size;
   s.do_sample = false;

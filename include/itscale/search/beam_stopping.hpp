@@ -26,10 +26,10 @@ inline constexpr float beam_placeholder_score = -1.0e9f;
 /// length otherwise (HF's heuristic). Precondition: `best_running` is null only if no beam runs.
 [[nodiscard]] inline bool beam_prompt_done(const beam_options& o, std::size_t generated, const float* best_running,
                                            const finished_hypotheses& finished) noexcept {
-  if (generated >= o.max_new_tokens || best_running == nullptr) return true;
+  if (generated >= o.stop.max_new_tokens || best_running == nullptr) return true;
   if (o.early_stopping == early_stopping_mode::when_full && finished.full()) return true;
   const bool to_the_end = o.early_stopping == early_stopping_mode::never && o.length_penalty > 0;
-  const float best = *best_running / length_normaliser(to_the_end ? o.max_new_tokens : generated, o.length_penalty);
+  const float best = *best_running / length_normaliser(to_the_end ? o.stop.max_new_tokens : generated, o.length_penalty);
   const float worst = finished.full() ? finished.worst().score : beam_placeholder_score;
   return !(best > worst);
 }

@@ -59,7 +59,7 @@ template <LogitSource S, AnyLogitsProcessor P>
   using ustate = typename state_of<P>::type;
   const std::size_t ng = shape.groups;
   const std::size_t gs = bo.num_beams / ng;
-  const std::size_t m = std::max<std::size_t>(2, 1 + bo.eos_token_id.size()) * gs;
+  const std::size_t m = std::max<std::size_t>(2, 1 + bo.stop.eos_token_id.size()) * gs;
   const auto penalty_f = static_cast<float>(shape.diversity_penalty);
 
   struct beam {
@@ -117,7 +117,7 @@ template <LogitSource S, AnyLogitsProcessor P>
     prep.begin_step(view.rows);
     child_of.clear();
     const std::size_t generated = step + 1;  // length of every candidate
-    const bool last = generated >= bo.max_new_tokens;
+    const bool last = generated >= bo.stop.max_new_tokens;
     const float denom = length_normaliser(generated, bo.length_penalty);
 
     for (std::size_t p = 0; p < ps.size(); ++p) {
@@ -159,7 +159,7 @@ template <LogitSource S, AnyLogitsProcessor P>
           const float pen = penalty_of(penalties, c.token);
           const float lp = pen == 0.0f ? raw : raw - pen;
           const bool eos =
-              std::find(bo.eos_token_id.begin(), bo.eos_token_id.end(), c.token) != bo.eos_token_id.end();
+              std::find(bo.stop.eos_token_id.begin(), bo.stop.eos_token_id.end(), c.token) != bo.stop.eos_token_id.end();
           const bool finishes = eos || last;
           bool kept_running = false, kept_finished = false;
           if (finishes) {

@@ -54,9 +54,7 @@ inline namespace v0 {
 struct stochastic_beam_options {
   std::size_t num_samples = 4;              ///< K >= 1 distinct sequences per prompt
   double temperature = 1.0;                 ///< finite, > 0: p = softmax(logits / temperature)
-  std::size_t max_new_tokens = 20;          ///< >= 1; a sequence reaching it is complete
-  std::size_t min_new_tokens = 0;           ///< EOS masked until this many; <= max_new_tokens; needs an EOS id
-  std::vector<token_id> eos_token_id = {};  ///< any of them completes a sequence (kept in it)
+  stopping stop = {};                       ///< length and EOS rules; stop_sequences are not supported (yet)
   std::uint64_t seed = 0;
 
   void validate() const {
@@ -65,14 +63,14 @@ struct stochastic_beam_options {
     if (num_samples >= std::numeric_limits<std::uint32_t>::max()) fail("num_samples is too large");
     if (!std::isfinite(temperature) || !(temperature > 0))
       fail("temperature must be finite and > 0, got " + detail::num(temperature));
-    if (max_new_tokens == 0) fail("max_new_tokens must be >= 1, got 0");
-    if (max_new_tokens >= std::numeric_limits<std::uint32_t>::max()) fail("max_new_tokens is too large");
-    detail::check_length_and_eos(min_new_tokens, max_new_tokens, eos_token_id, fail);
+    stop.validate("stochastic_beam_options.stop");
+    if (stop.max_new_tokens >= std::numeric_limits<std::uint32_t>::max()) fail("stop.max_new_tokens is too large");
+    if (!stop.stop_sequences.empty()) fail("stop.stop_sequences is not supported by stochastic beam search (use eos_token_id)");
   }
 
   void validate(std::size_t vocab) const {
     validate();
-    detail::check_eos_in_vocab(eos_token_id, vocab, "stochastic_beam_options");
+    stop.validate(vocab, "stochastic_beam_options.stop");
   }
 };
 
@@ -213,8 +211,8 @@ template <LogitSource S>
     const logits_view view = driver.view();
     child_of.clear();
     const std::size_t generated = step + 1;
-    const bool last = generated >= opts.max_new_tokens;
-    const bool eos_masked = step < opts.min_new_tokens;
+    const bool last = generated >= opts.stop.max_new_tokens;
+    const bool eos_masked = step < opts.stop.min_new_tokens;
 
     for (std::size_t p = 0; p < ps.size(); ++p) {
       prompt_search& s = ps[p];
@@ -228,7 +226,7 @@ template <LogitSource S>
         }
         const auto row = view.row(it.row);
         if (eos_masked)
-          for (token_id e : opts.eos_token_id) row[static_cast<std::size_t>(e)] = masked_logit;
+          for (token_id e : opts.stop.eos_token_id) row[static_cast<std::size_t>(e)] = masked_logit;
         if (!unit_t)
           for (float& x : row) x *= inv_t;
         if (kernels::max(row) == masked_logit)
@@ -279,7 +277,7 @@ template <LogitSource S>
         n.key = c.key;
         n.stream = detail::child_stream(parent.stream, c.token);
         const bool eos =
-            std::find(opts.eos_token_id.begin(), opts.eos_token_id.end(), c.token) != opts.eos_token_id.end();
+            std::find(opts.stop.eos_token_id.begin(), opts.stop.eos_token_id.end(), c.token) != opts.stop.eos_token_id.end();
         n.finished = eos || last;
         n.stop = eos ? stop_reason::eos : stop_reason::max_new_tokens;
         n.h = parent.h;  // the parent's handle until the extend gives the child its own

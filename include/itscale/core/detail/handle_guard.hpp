@@ -44,11 +44,10 @@ class handle_guard {
     if constexpr (indexed) insert(h, live_.size() - 1);
   }
 
-  /// Releases `h` now (it must be owned) and forgets it.
-  void release(handle h) noexcept {
+  /// Forgets `h` (it must be owned) without releasing it: its new owner releases it.
+  void disown(handle h) noexcept {
     const std::size_t i = find(h);
     if (i == npos) return;
-    s_.release(h);
     const std::size_t last = live_.size() - 1;
     if constexpr (indexed) {
       erase(h);
@@ -59,6 +58,13 @@ class handle_guard {
     }
     live_[i] = live_[last];
     live_.pop_back();
+  }
+
+  /// Releases `h` now (it must be owned) and forgets it.
+  void release(handle h) noexcept {
+    if (find(h) == npos) return;
+    disown(h);
+    s_.release(h);
   }
 
   void release_all() noexcept {

@@ -88,7 +88,7 @@ inline void greedy(const weights_ptr& w, const nlohmann::json& m, const std::str
   if (want.size() < 2 || want[0] != 1) throw std::runtime_error("greedy_from_bos must start with BOS and continue");
   itscale::llama2c_model model(w);
   const std::vector<itscale::token_id> bos{1};
-  const auto out = itscale::generate(model, std::span<const itscale::token_id>(bos), {.max_new_tokens = want.size() - 1});
+  const auto out = itscale::generate(model, std::span<const itscale::token_id>(bos), {.stop = {.max_new_tokens = want.size() - 1}});
   std::vector<itscale::token_id> got = bos;
   got.insert(got.end(), out.at(0).tokens.begin(), out.at(0).tokens.end());
   if (got != want) return rep.fail(id, "expected " + join(want) + ", got " + join(got));

@@ -26,6 +26,7 @@ class instrumented_source {
     maybe_throw();
     const handle h = inner_.prefill(prompt);
     ++prefills;
+    prefill_tokens += prompt.size();
     on_new(1);
     corrupt_if_asked();
     return h;
@@ -35,6 +36,7 @@ class instrumented_source {
     maybe_throw();
     inner_.extend(parents, tokens, children);
     ++extends;
+    extend_rows += parents.size();
     extend_parents.emplace_back(parents.begin(), parents.end());
     on_new(children.size());
     corrupt_if_asked();
@@ -53,6 +55,7 @@ class instrumented_source {
   std::size_t corrupt_on_call = std::numeric_limits<std::size_t>::max();
   std::size_t corrupt_token = 0;
   std::size_t prefills = 0, extends = 0, calls = 0;
+  std::size_t prefill_tokens = 0, extend_rows = 0;
   std::ptrdiff_t live = 0, peak_live = 0;
   std::vector<std::vector<handle>> extend_parents;
 

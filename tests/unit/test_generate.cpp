@@ -47,7 +47,8 @@ TEST_CASE("greedy decoding equals a brute-force argmax loop, log-probs included"
   for (std::size_t vocab : {7u, 64u, 1000u}) {
     itscale::hash_lm lm(vocab, 99);
     const tokens prompt{1, 2, 3};
-    const auto out = itscale::generate(lm, std::span<const token_id>(prompt), {.max_new_tokens = 25});
+    const auto out = itscale::generate(lm, std::span<const token_id>(prompt),
+                                       {.stop = {.max_new_tokens = 25}, .output_model_logprobs = true});
     REQUIRE(out.size() == 1);
     tokens prefix = prompt;
     double sum = 0;
@@ -69,26 +70,25 @@ TEST_CASE("greedy decoding equals a brute-force argmax loop, log-probs included"
 TEST_CASE("sampling: N samples in one batch equal the same N drawn one at a time") {
   itscale::hash_lm lm(50, 3);
   const tokens prompt{4, 5};
-  itscale::sampling_options o{.max_new_tokens = 12, .eos_token_id = {0}, .do_sample = true, .seed = 1234,
+  itscale::sampling_options o{.stop = {.max_new_tokens = 12, .eos_token_id = {0}}, .do_sample = true, .seed = 1234,
                               .num_return_sequences = 6, .temperature = 1.3f, .top_k = 20, .top_p = 0.95f};
   const auto batch = itscale::generate(lm, std::span<const token_id>(prompt), o);
   REQUIRE(batch.size() == 6);
   o.num_return_sequences = 1;
   for (std::size_t j = 0; j < 6; ++j) {
-    const itscale::decode_request one{prompt, j};
-    const auto alone = itscale::generate(lm, std::span<const itscale::decode_request>(&one, 1), o);
+    const itscale::request one{prompt, 0, static_cast<std::uint32_t>(j)};  // sample j alone: first_sample = j
+    const auto alone = itscale::generate(lm, std::span<const itscale::request>(&one, 1), o);
     CHECK(alone[0].tokens == batch[j].tokens);
     CHECK(alone[0].logprobs == batch[j].logprobs);
   }
-  // Mixed with other prompts, prompt i keeps the samples of decoding it alone with sequence_id
-  // i * num_return_sequences.
+  // Mixed with other prompts, prompt i (stream i) keeps the samples of decoding it alone.
   o.num_return_sequences = 3;
   const std::vector<tokens> prompts{{7}, {4, 5}, {9, 9, 9}};
   const auto mixed = itscale::generate(lm, prompts, o);
   REQUIRE(mixed.size() == 9);
   for (std::size_t i = 0; i < prompts.size(); ++i) {
-    const itscale::decode_request one{prompts[i], i * 3};
-    const auto alone = itscale::generate(lm, std::span<const itscale::decode_request>(&one, 1), o);
+    const itscale::request one{prompts[i], static_cast<std::uint32_t>(i)};
+    const auto alone = itscale::generate(lm, std::span<const itscale::request>(&one, 1), o);
     for (std::size_t j = 0; j < 3; ++j) CHECK(alone[j].tokens == mixed[i * 3 + j].tokens);
   }
   // Distinct samples actually differ (the streams are not all the same).
@@ -108,7 +108,7 @@ TEST_CASE("sampling draws from softmax(logits / T): chi-square over many streams
   for (std::size_t i = 0; i < vocab; ++i) z += p[i] = std::exp(double{row[i]} / t);
   for (auto& x : p) x /= z;
   const std::size_t n = 20000;
-  itscale::sampling_options o{.max_new_tokens = 1, .do_sample = true, .seed = 5, .num_return_sequences = n,
+  itscale::sampling_options o{.stop = {.max_new_tokens = 1}, .do_sample = true, .seed = 5, .num_return_sequences = n,
                               .temperature = t};
   const auto out = itscale::generate(lm, std::span<const token_id>(prompt), o);
   std::vector<double> count(vocab);
@@ -127,19 +127,19 @@ TEST_CASE("stopping: any EOS id, stop sequences, max_new_tokens; EOS and stop to
   const tokens prompt{5};
   // Greedy from [5] on this model is 6 3 11 5 9 7 4 9 5 11 7 2 (HF's own output, conformance).
   auto run = [&](itscale::sampling_options o) { return itscale::generate(lm, std::span<const token_id>(prompt), o)[0]; };
-  const auto plain = run({.max_new_tokens = 12});
+  const auto plain = run({.stop = {.max_new_tokens = 12}});
   REQUIRE(plain.tokens == tokens{6, 3, 11, 5, 9, 7, 4, 9, 5, 11, 7, 2});
-  const auto eos = run({.max_new_tokens = 12, .eos_token_id = {9, 11}});
+  const auto eos = run({.stop = {.max_new_tokens = 12, .eos_token_id = {9, 11}}});
   CHECK(eos.tokens == tokens{6, 3, 11});
   CHECK(eos.stop == itscale::stop_reason::eos);
-  const auto stop = run({.max_new_tokens = 12, .stop_sequences = {{4, 4}, {7, 4}}});
+  const auto stop = run({.stop = {.max_new_tokens = 12, .stop_sequences = {{4, 4}, {7, 4}}}});
   CHECK(stop.tokens == tokens{6, 3, 11, 5, 9, 7, 4});
   CHECK(stop.stop == itscale::stop_reason::stop_sequence);
-  const auto cut = run({.max_new_tokens = 3});
+  const auto cut = run({.stop = {.max_new_tokens = 3}});
   CHECK(cut.tokens == tokens{6, 3, 11});
   CHECK(cut.stop == itscale::stop_reason::max_new_tokens);
   // min_new_tokens suppresses the EOS ids until enough tokens exist.
-  const auto longer = run({.max_new_tokens = 12, .min_new_tokens = 4, .eos_token_id = {3}});
+  const auto longer = run({.stop = {.max_new_tokens = 12, .min_new_tokens = 4, .eos_token_id = {3}}});
   CHECK(longer.tokens.size() >= 4);
   CHECK(std::find(longer.tokens.begin(), longer.tokens.begin() + 4, 3) == longer.tokens.begin() + 4);
 }
@@ -147,7 +147,7 @@ TEST_CASE("stopping: any EOS id, stop sequences, max_new_tokens; EOS and stop to
 TEST_CASE("samples fork the prompt's handle; finished sequences release theirs at once") {
   test_support::instrumented_source<itscale::hash_lm> src(itscale::hash_lm(40, 2));
   const tokens prompt{1, 2, 3};
-  itscale::sampling_options o{.max_new_tokens = 8, .eos_token_id = {0, 1, 2, 3, 4, 5}, .do_sample = true, .seed = 9,
+  itscale::sampling_options o{.stop = {.max_new_tokens = 8, .eos_token_id = {0, 1, 2, 3, 4, 5}}, .do_sample = true, .seed = 9,
                               .num_return_sequences = 5};
   const auto out = itscale::generate(src, std::span<const token_id>(prompt), o);
   CHECK(src.prefills == 1);
@@ -178,9 +178,9 @@ TEST_CASE("a stateful user processor gets its own state per sample, forked from 
   static_assert(itscale::StatefulLogitsProcessor<no_immediate_repeat>);
   itscale::hash_lm lm(3, 8);  // 3 tokens: repeats would be frequent without the processor
   const tokens prompt{0};
-  const itscale::decode_request req{prompt, 0};
-  itscale::sampling_options o{.max_new_tokens = 30, .do_sample = true, .seed = 4, .num_return_sequences = 8};
-  const auto out = itscale::generate(lm, std::span<const itscale::decode_request>(&req, 1), o, no_immediate_repeat{});
+  const itscale::request req{prompt};
+  itscale::sampling_options o{.stop = {.max_new_tokens = 30}, .do_sample = true, .seed = 4, .num_return_sequences = 8};
+  const auto out = itscale::generate(lm, std::span<const itscale::request>(&req, 1), o, no_immediate_repeat{});
   for (const auto& g : out)
     for (std::size_t i = 1; i < g.tokens.size(); ++i) CHECK(g.tokens[i] != g.tokens[i - 1]);
 }
@@ -189,17 +189,17 @@ TEST_CASE("streaming callback sees every token in order; a throwing callback lea
   itscale::hash_lm lm(30, 6);
   const tokens prompt{3};
   std::map<std::size_t, tokens> streamed;
-  itscale::sampling_options o{.max_new_tokens = 10, .do_sample = true, .seed = 2, .num_return_sequences = 3};
-  const auto out = itscale::generate(lm, std::span<const token_id>(prompt), o, [&](const itscale::token_event& e) {
+  itscale::sampling_options o{.stop = {.max_new_tokens = 10}, .do_sample = true, .seed = 2, .num_return_sequences = 3};
+  const auto out = itscale::generate(lm, std::span<const token_id>(prompt), o, {.on_token = [&](const itscale::token_event& e) {
     CHECK(e.step == streamed[e.sample].size());
     streamed[e.sample].push_back(e.token);
-  });
+  }});
   for (std::size_t j = 0; j < 3; ++j) CHECK(streamed[j] == out[j].tokens);
   int calls = 0;
   CHECK_THROWS_WITH((void)itscale::generate(lm, std::span<const token_id>(prompt), o,
-                                      [&](const itscale::token_event&) {
+                                      {.on_token = [&](const itscale::token_event&) {
                                         if (++calls == 7) throw std::runtime_error("consumer gave up");
-                                      }),
+                                      }}),
                     "consumer gave up");
   CHECK(lm.live_handles() == 0);
 }
@@ -209,7 +209,7 @@ TEST_CASE("a backend that throws mid-search: the exception propagates and every 
     test_support::instrumented_source<itscale::hash_lm> src(itscale::hash_lm(20, 1));
     src.throw_on_call = fail_at;
     const std::vector<tokens> prompts{{1}, {2, 3}};
-    itscale::sampling_options o{.max_new_tokens = 10, .do_sample = true, .num_return_sequences = 3};
+    itscale::sampling_options o{.stop = {.max_new_tokens = 10}, .do_sample = true, .num_return_sequences = 3};
     CHECK_THROWS_WITH((void)itscale::generate(src, prompts, o), "instrumented_source: injected backend failure");
     CHECK(src.live == 0);
   }
@@ -223,7 +223,7 @@ TEST_CASE("bad backend output is a backend_error naming the problem") {
       src.corrupt_value = bad;
       src.corrupt_token = 13;
       const tokens prompt{1};
-      const auto msg = what_of([&] { (void)itscale::generate(src, std::span<const token_id>(prompt), {.max_new_tokens = 5}); });
+      const auto msg = what_of([&] { (void)itscale::generate(src, std::span<const token_id>(prompt), {.stop = {.max_new_tokens = 5}}); });
       CHECK(msg.find(std::isnan(bad) ? "NaN" : "+inf") != std::string::npos);
       CHECK(msg.find("token 13") != std::string::npos);
       CHECK(src.live == 0);
@@ -237,10 +237,10 @@ TEST_CASE("bad backend output is a backend_error naming the problem") {
     row[3] = 0;
   });
   const tokens prompt{1};
-  CHECK(itscale::generate(masked, std::span<const token_id>(prompt), {.max_new_tokens = 3})[0].tokens == tokens{1, 1, 1});
+  CHECK(itscale::generate(masked, std::span<const token_id>(prompt), {.stop = {.max_new_tokens = 3}})[0].tokens == tokens{1, 1, 1});
   // A function returning the wrong number of logits.
   auto short_rows = itscale::from_function(4, [](std::span<const token_id>) { return std::vector<float>(3, 0.f); });
-  CHECK_THROWS_AS((void)itscale::generate(short_rows, std::span<const token_id>(prompt), {.max_new_tokens = 3}), itscale::backend_error);
+  CHECK_THROWS_AS((void)itscale::generate(short_rows, std::span<const token_id>(prompt), {.stop = {.max_new_tokens = 3}}), itscale::backend_error);
 }
 
 TEST_CASE("bad input is rejected before the source is touched") {
@@ -253,7 +253,7 @@ TEST_CASE("bad input is rejected before the source is touched") {
   CHECK_THROWS_AS((void)itscale::generate(src, std::span<const token_id>(empty), {}), itscale::invalid_input);
   CHECK_THROWS_AS((void)itscale::generate(src, std::vector<tokens>{}, {}), itscale::invalid_input);
   const tokens ok{1};
-  CHECK(what_of([&] { (void)itscale::generate(src, std::span<const token_id>(ok), {.eos_token_id = {10}}); })
+  CHECK(what_of([&] { (void)itscale::generate(src, std::span<const token_id>(ok), {.stop = {.eos_token_id = {10}}}); })
             .find("eos_token_id") != std::string::npos);
   CHECK(what_of([&] { (void)itscale::generate(src, std::span<const token_id>(ok), {.do_sample = true, .top_k = 11}); })
             .find("top_k") != std::string::npos);
@@ -267,7 +267,7 @@ TEST_CASE("bad input is rejected before the source is touched") {
 TEST_CASE("a row with every token masked is a search_error, not a crash") {
   itscale::hash_lm lm(5, 1);
   const tokens prompt{1};
-  itscale::sampling_options o{.max_new_tokens = 4, .allowed_tokens = [](std::span<const token_id> seq, std::size_t prompt_length,
+  itscale::sampling_options o{.stop = {.max_new_tokens = 4}, .allowed_tokens = [](std::span<const token_id> seq, std::size_t prompt_length,
                                                                          std::span<std::uint32_t> allowed) {
                                 // Allows nothing from the third generated token on.
                                 if (seq.size() - prompt_length >= 2) allowed[0] = 0;

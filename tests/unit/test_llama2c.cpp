@@ -211,7 +211,7 @@ TEST_CASE("llama2c: greedy_from_bos through itscale::generate is exact") {
     const auto expected = reference().at("models").at(name).at("greedy_from_bos").get<std::vector<token_id>>();
     itscale::llama2c_model m(weights_of(name));
     const std::vector<token_id> bos{1};
-    const auto out = itscale::generate(m, std::span<const token_id>(bos), {.max_new_tokens = 100});
+    const auto out = itscale::generate(m, std::span<const token_id>(bos), {.stop = {.max_new_tokens = 100}});
     REQUIRE(out.size() == 1);
     std::vector<token_id> got = bos;
     got.insert(got.end(), out[0].tokens.begin(), out[0].tokens.end());

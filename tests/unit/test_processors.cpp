@@ -812,10 +812,10 @@ TEST_CASE("allowed_tokens: exceptions from the hook propagate") {
 
 namespace {
 itscale::sampling_options valid_sampling() {
-  return {.max_new_tokens = 10,
+  return {.stop = {.max_new_tokens = 10,
           .min_new_tokens = 2,
           .eos_token_id = {0, 3},
-          .stop_sequences = {{4, 5}},
+          .stop_sequences = {{4, 5}}},
           .do_sample = true,
           .seed = 1,
           .num_return_sequences = 4,
@@ -859,7 +859,7 @@ TEST_CASE("sampling_options::validate accepts valid configurations") {
   o.min_p = 1.0f;
   o.top_h = 1.0f;
   o.top_k = 20;  // == vocab
-  o.min_new_tokens = o.max_new_tokens;
+  o.stop.min_new_tokens = o.stop.max_new_tokens;
   o.presence_penalty = -2.0f;
   CHECK_NOTHROW(o.validate(20));
   // Greedy decoding ignores the warpers, as HF does: a temperature of 0 is not an error there.
@@ -869,14 +869,14 @@ TEST_CASE("sampling_options::validate accepts valid configurations") {
 
 TEST_CASE("sampling_options::validate names the broken option") {
   using so = itscale::sampling_options;
-  check_rule([](so& o) { o.max_new_tokens = 0; }, "max_new_tokens");
-  check_rule([](so& o) { o.min_new_tokens = 11; }, "min_new_tokens");
-  check_rule([](so& o) { o.eos_token_id.clear(); }, "min_new_tokens");  // min_new_tokens = 2 without EOS
-  check_rule([](so& o) { o.eos_token_id = {-1}; }, "eos_token_id");
-  check_rule([](so& o) { o.eos_token_id = {20}; }, "eos_token_id", true);
-  check_rule([](so& o) { o.stop_sequences = {{1}, {}}; }, "stop_sequences");
-  check_rule([](so& o) { o.stop_sequences = {{1, -4}}; }, "stop_sequences");
-  check_rule([](so& o) { o.stop_sequences = {{1, 25}}; }, "stop_sequences", true);
+  check_rule([](so& o) { o.stop.max_new_tokens = 0; }, "max_new_tokens");
+  check_rule([](so& o) { o.stop.min_new_tokens = 11; }, "min_new_tokens");
+  check_rule([](so& o) { o.stop.eos_token_id.clear(); }, "min_new_tokens");  // min_new_tokens = 2 without EOS
+  check_rule([](so& o) { o.stop.eos_token_id = {-1}; }, "eos_token_id");
+  check_rule([](so& o) { o.stop.eos_token_id = {20}; }, "eos_token_id", true);
+  check_rule([](so& o) { o.stop.stop_sequences = {{1}, {}}; }, "stop_sequences");
+  check_rule([](so& o) { o.stop.stop_sequences = {{1, -4}}; }, "stop_sequences");
+  check_rule([](so& o) { o.stop.stop_sequences = {{1, 25}}; }, "stop_sequences", true);
   check_rule([](so& o) { o.num_return_sequences = 0; }, "num_return_sequences");
   check_rule([](so& o) { o.do_sample = false; }, "num_return_sequences");  // 4 sequences, greedy
   for (float p : {0.0f, -1.0f, nan_f, inf})
@@ -902,7 +902,7 @@ TEST_CASE("sampling_options::validate names the broken option") {
 }
 
 TEST_CASE("sampling_chain: validates, and runs warpers only when sampling") {
-  check_invalid_option([] { itscale::sampling_chain c({.max_new_tokens = 0}); }, "max_new_tokens");
+  check_invalid_option([] { itscale::sampling_chain c({.stop = {.max_new_tokens = 0}}); }, "max_new_tokens");
   const row_t row = {2, 1, 0, -1};
   // Greedy: temperature and top_k are ignored; the repetition penalty still applies.
   const itscale::sampling_chain greedy({.repetition_penalty = 2.0f, .temperature = 0.5f, .top_k = 1});

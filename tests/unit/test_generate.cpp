@@ -99,7 +99,7 @@ TEST_CASE("sampling: N samples in one batch equal the same N drawn one at a time
   itscale::hash_lm lm(50, 3);
   const tokens prompt{4, 5};
   itscale::sampling_options o{.max_new_tokens = 12, .eos_token_id = {0}, .do_sample = true, .seed = 1234,
-                              .num_return_sequences = 6, .temperature = 1.3f, .top_k = 20, .top_p = 0.95f};
+                              .num_return_sequences = 6, .temperature = 1.3f, .top_k = 20, .top_p = 0.95};
   const auto batch = itscale::generate(lm, std::span<const token_id>(prompt), o);
   REQUIRE(batch.size() == 6);
   o.num_return_sequences = 1;

@@ -20,7 +20,7 @@ struct demo_args {
   std::uint64_t model_seed = 11;
   std::vector<itscale::token_id> prompt{3, 9, 3};
   itscale::sampling_options sampling{.max_new_tokens = 16, .eos_token_id = {0}, .do_sample = true, .seed = 42,
-                                     .num_return_sequences = 4, .temperature = 0.8f, .top_k = 20, .top_p = 0.95f};
+                                     .num_return_sequences = 4, .temperature = 0.8f, .top_k = 20, .top_p = 0.95};
 };
 
 demo_args parse(int argc, char** argv) {
@@ -80,7 +80,7 @@ int main(int argc, char** argv) {
     const auto& s = a.sampling;
     std::printf("\nsampling (seed %llu, temperature %g, top_k %zu, top_p %g, min_p %g, repetition_penalty %g):\n",
                 static_cast<unsigned long long>(s.seed), static_cast<double>(s.temperature), s.top_k,
-                s.top_p, static_cast<double>(s.min_p), static_cast<double>(s.repetition_penalty));
+                static_cast<double>(s.top_p), static_cast<double>(s.min_p), static_cast<double>(s.repetition_penalty));
     const auto samples = itscale::generate(lm, std::span<const itscale::token_id>(a.prompt), s);
     for (const auto& g : samples) print(("sample " + std::to_string(g.sample)).c_str(), g);
     std::printf("\nlive handles after decoding: %zu\n", lm.live_handles());

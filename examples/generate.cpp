@@ -251,7 +251,7 @@ int main(int argc, char** argv) {
         std::printf("strategy sample: seed %llu, n %zu, temperature %g, top_k %zu, top_p %g, min_p %g, typical_p %g, "
                     "repetition_penalty %g, max_new_tokens %zu\n\n",
                     static_cast<unsigned long long>(s.seed), s.num_return_sequences, static_cast<double>(s.temperature),
-                    s.top_k, s.top_p, static_cast<double>(s.min_p), static_cast<double>(s.typical_p),
+                    s.top_k, static_cast<double>(s.top_p), static_cast<double>(s.min_p), static_cast<double>(s.typical_p),
                     static_cast<double>(s.repetition_penalty), s.max_new_tokens);
       else
         std::printf("strategy greedy: max_new_tokens %zu\n\n", s.max_new_tokens);

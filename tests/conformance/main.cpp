@@ -1,7 +1,8 @@
 // itscale_conformance FILE.json ...: runs Hugging Face golden outputs against the library.
 // The format of each file is recognised from its content, not its name, so new files in the same
-// formats run unchanged. Prints a line per failure and ends with "N passed, M failed"; exits 1 if
-// anything failed.
+// formats run unchanged. Prints a line per failure and per tie-order case, a "T tie-order" line,
+// and ends with "N passed, M failed" (tie-order cases are in neither count: report.hpp); exits 1
+// if anything failed, never for a tie-order case.
 
 #include <cstdio>
 #include <fstream>

@@ -6,10 +6,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <concepts>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <set>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -467,14 +469,28 @@ TEST_CASE("bad options and input each throw a message naming the problem, before
   CHECK(src.live == 0);
 }
 
-TEST_CASE("beam_search uses only the LogitSource concept (instantiated with the archetype)") {
-  // Compiled, not run: the archetype has no real behaviour.
-  [[maybe_unused]] auto instantiate = [](itscale::logit_source_archetype& a) {
-    const tokens p{0};
-    return itscale::beam_search(a, std::span<const token_id>(p), {.num_beams = 2, .max_new_tokens = 2});
-  };
-  CHECK(true);
-}
+// Compile-time checks, nothing to run: beam_search uses nothing beyond the concepts. The concept
+// checks that every overload resolves with the archetypes; it sees only declarations (the return
+// types are not deduced), so the explicit instantiations compile beam_search's body with them.
+namespace {
+template <class S, class P>
+concept beam_search_accepts = requires(S& s, std::span<const token_id> prompt, const std::vector<tokens>& prompts,
+                                       std::span<const std::span<const token_id>> spans,
+                                       const itscale::beam_options& o, const P& user) {
+  { itscale::beam_search(s, prompt, o) } -> std::same_as<itscale::beam_search_result>;
+  { itscale::beam_search(s, prompts, o) } -> std::same_as<std::vector<itscale::beam_search_result>>;
+  { itscale::beam_search(s, spans, o) } -> std::same_as<std::vector<itscale::beam_search_result>>;
+  { itscale::beam_search(s, spans, o, user) } -> std::same_as<std::vector<itscale::beam_search_result>>;
+};
+}  // namespace
+static_assert(beam_search_accepts<itscale::logit_source_archetype, itscale::logits_processor_archetype>);
+static_assert(beam_search_accepts<itscale::logit_source_archetype, itscale::stateful_logits_processor_archetype>);
+template std::vector<itscale::beam_search_result> itscale::beam_search(
+    itscale::logit_source_archetype&, std::span<const std::span<const token_id>>, const itscale::beam_options&,
+    const itscale::logits_processor_archetype&);
+template std::vector<itscale::beam_search_result> itscale::beam_search(
+    itscale::logit_source_archetype&, std::span<const std::span<const token_id>>, const itscale::beam_options&,
+    const itscale::stateful_logits_processor_archetype&);
 
 TEST_CASE("early_stopping never with a positive length penalty searches at least as long as the heuristic") {
   // Same running beams, a looser stopping bound: never a worse best hypothesis, sometimes better.

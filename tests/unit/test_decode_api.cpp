@@ -169,15 +169,3 @@ TEST_CASE("log-prob outputs cost only what is asked: off, greedy is an argmax") 
   CHECK(both[0].tokens == none[0].tokens);
   CHECK(both[0].model_logprobs == both[0].logprobs);  // no processor: the same distribution
 }
-
-// Compile-time: every overload of generate instantiates with the archetype source (this function
-// is compiled, never called).
-[[maybe_unused]] static void generate_instantiates(itscale::logit_source_archetype& s) {
-  const tokens p{0};
-  const itscale::request r{p};
-  const auto live = itscale::prefill(s, p);
-  (void)itscale::generate(s, std::span<const token_id>(p), {});
-  (void)itscale::generate(s, std::span<const itscale::request>(&r, 1), {}, itscale::run_options{});
-  (void)itscale::generate(s, std::span<const itscale::request>(&r, 1), {}, itscale::stateful_logits_processor_archetype{});
-  (void)itscale::generate(s, live, {});
-}

@@ -252,45 +252,45 @@ TEST_CASE("top_k_filter against a sorted reference") {
 TEST_CASE("top_p_filter: validation") {
   for (float p : {0.0f, -0.1f, 1.5f, nan_f, inf})
     check_invalid_option([p] { itscale::top_p_filter f(p); }, "top_p");
-  check_invalid_option([] { itscale::top_p_filter f(0.5f, 0); }, "min_tokens_to_keep");
-  itscale::top_p_filter one(1.0f);  // 1 is valid (keeps everything)
+  check_invalid_option([] { itscale::top_p_filter f(0.5, 0); }, "min_tokens_to_keep");
+  itscale::top_p_filter one(1.0);  // 1 is valid (keeps everything)
   CHECK(run(one, {1, 2, 3}) == row_t{1, 2, 3});
 }
 
 TEST_CASE("top_p_filter by hand") {
   // p = {0.5, 0.3, 0.2}. Ascending cumulative: 0.2, 0.5, 1.0.
   const row_t row = logits_of({0.5, 0.3, 0.2});
-  CHECK(kept(run(itscale::top_p_filter(0.75f), row)) == ids_t{0, 1});   // 0.2 <= 0.25: removed
-  CHECK(kept(run(itscale::top_p_filter(0.9f), row)) == ids_t{0, 1, 2});  // 0.2 > 0.1: kept
-  CHECK(kept(run(itscale::top_p_filter(0.4f), row)) == ids_t{0});        // 0.5 <= 0.6: removed
-  CHECK(kept(run(itscale::top_p_filter(0.4f, 2), row)) == ids_t{0, 1});  // min_tokens_to_keep = 2
+  CHECK(kept(run(itscale::top_p_filter(0.75), row)) == ids_t{0, 1});    // 0.2 <= 0.25: removed
+  CHECK(kept(run(itscale::top_p_filter(0.9), row)) == ids_t{0, 1, 2});   // 0.2 > 0.1: kept
+  CHECK(kept(run(itscale::top_p_filter(0.4), row)) == ids_t{0});         // 0.5 <= 0.6: removed
+  CHECK(kept(run(itscale::top_p_filter(0.4, 2), row)) == ids_t{0, 1});   // min_tokens_to_keep = 2
   // The smallest top_p still keeps the best token.
-  CHECK(kept(run(itscale::top_p_filter(1e-6f), row)) == ids_t{0});
+  CHECK(kept(run(itscale::top_p_filter(1e-6), row)) == ids_t{0});
 }
 
 TEST_CASE("top_p_filter ties: among equal logits the lower token id ranks higher") {
   const row_t four(4, 1.0f);  // each 0.25; ascending rank order is 3, 2, 1, 0
   // top_p = 0.5: cumulative 0.25 (id 3), 0.5 (id 2) are <= 0.5 and go; 0, 1 stay.
-  CHECK(kept(run(itscale::top_p_filter(0.5f), four)) == ids_t{0, 1});
+  CHECK(kept(run(itscale::top_p_filter(0.5), four)) == ids_t{0, 1});
   // top_p = 0.6: only 0.25 <= 0.4 goes.
-  CHECK(kept(run(itscale::top_p_filter(0.6f), four)) == ids_t{0, 1, 2});
+  CHECK(kept(run(itscale::top_p_filter(0.6), four)) == ids_t{0, 1, 2});
   // top_p = 0.1: everything but the best goes; min_tokens_to_keep = 3 saves the 3 lowest ids.
-  CHECK(kept(run(itscale::top_p_filter(0.1f), four)) == ids_t{0});
-  CHECK(kept(run(itscale::top_p_filter(0.1f, 3), four)) == ids_t{0, 1, 2});
+  CHECK(kept(run(itscale::top_p_filter(0.1), four)) == ids_t{0});
+  CHECK(kept(run(itscale::top_p_filter(0.1, 3), four)) == ids_t{0, 1, 2});
   // Masked tokens have probability 0 and stay masked.
-  CHECK(kept(run(itscale::top_p_filter(0.5f), {-inf, 0, 0, -inf})) == ids_t{1});
+  CHECK(kept(run(itscale::top_p_filter(0.5), {-inf, 0, 0, -inf})) == ids_t{1});
 }
 
 TEST_CASE("top_p_filter against a double-precision reference") {
   std::uint64_t id = 1000;
   std::size_t checked = 0;
   for (std::size_t n : random_sizes) {
-    for (float top_p : {0.3f, 0.5f, 0.8f, 0.95f}) {
+    for (double top_p : {0.3, 0.5, 0.8, 0.95}) {
       for (std::size_t keep : {std::size_t{1}, std::size_t{2}, std::size_t{4}}) {
         const row_t row = random_row(++id, n);
         const auto p = ref_probs(row);
         const ids_t rank = ref_rank(row);
-        const double cut = 1.0 - static_cast<double>(top_p);
+        const double cut = 1.0 - top_p;
         std::vector<bool> keep_mask(n, true);
         double cum = 0;
         bool ambiguous = false;
@@ -828,7 +828,7 @@ itscale::sampling_options valid_sampling() {
           .temperature = 0.7f,
           .top_h = 0.5f,
           .top_k = 10,
-          .top_p = 0.9f,
+          .top_p = 0.9,
           .min_p = 0.05f,
           .typical_p = 0.95f,
           .epsilon_cutoff = 0.001f,
@@ -854,7 +854,7 @@ TEST_CASE("sampling_options::validate accepts valid configurations") {
   CHECK_NOTHROW(valid_sampling().validate(20));
   // Boundary values that are in the domain.
   auto o = valid_sampling();
-  o.top_p = 1.0f;
+  o.top_p = 1.0;
   o.typical_p = 1.0f;
   o.min_p = 1.0f;
   o.top_h = 1.0f;
@@ -863,7 +863,7 @@ TEST_CASE("sampling_options::validate accepts valid configurations") {
   o.presence_penalty = -2.0f;
   CHECK_NOTHROW(o.validate(20));
   // Greedy decoding ignores the warpers, as HF does: a temperature of 0 is not an error there.
-  itscale::sampling_options greedy{.temperature = 0.0f, .top_p = 7.0f};
+  itscale::sampling_options greedy{.temperature = 0.0f, .top_p = 7.0};
   CHECK_NOTHROW(greedy.validate(5));
 }
 
@@ -885,7 +885,8 @@ TEST_CASE("sampling_options::validate names the broken option") {
   check_rule([](so& o) { o.frequency_penalty = inf; }, "frequency_penalty");
   for (float t : {0.0f, -0.5f, nan_f, inf}) check_rule([t](so& o) { o.temperature = t; }, "temperature");
   for (float h : {-0.1f, 1.5f, nan_f}) check_rule([h](so& o) { o.top_h = h; }, "top_h");
-  for (float p : {0.0f, -0.1f, 1.01f, nan_f}) check_rule([p](so& o) { o.top_p = p; }, "top_p");
+  for (double p : {0.0, -0.1, 1.01, std::numeric_limits<double>::quiet_NaN()})
+    check_rule([p](so& o) { o.top_p = p; }, "top_p");
   for (float p : {-0.1f, 1.01f, nan_f}) check_rule([p](so& o) { o.min_p = p; }, "min_p");
   for (float p : {0.0f, 1.01f, nan_f}) check_rule([p](so& o) { o.typical_p = p; }, "typical_p");
   for (float e : {-0.1f, 1.0f, nan_f}) check_rule([e](so& o) { o.epsilon_cutoff = e; }, "epsilon_cutoff");
@@ -899,6 +900,54 @@ TEST_CASE("sampling_options::validate names the broken option") {
   check_rule([](so& o) { o.logit_bias = {{1, nan_f}}; }, "logit_bias");
   check_rule([](so& o) { o.bad_words_ids = {{1}, {}}; }, "bad_words_ids");
   check_rule([](so& o) { o.bad_words_ids = {{-3}}; }, "bad_words_ids");
+}
+
+// top_p is a double, as HF's (a Python float): a float does not compile, since 0.95f would move
+// HF's cut (see the next test). The options type is a parameter so that an ill-formed expression
+// is a false requirement rather than an error here.
+namespace {
+template <class O>
+concept top_p_takes_float_literal = requires { O{.top_p = 0.95f}; };
+template <class O>
+concept top_p_assigns_float = requires(O& o, float f) { o.top_p = f; };
+template <class O>
+concept top_p_takes_double_literal = requires(O& o) {
+  O{.top_p = 0.95};
+  o.top_p = 0.95;
+  o.top_p = 1;
+};
+}  // namespace
+static_assert(!top_p_takes_float_literal<itscale::sampling_options>);
+static_assert(!top_p_assigns_float<itscale::sampling_options>);
+static_assert(top_p_takes_double_literal<itscale::sampling_options>);
+static_assert(!std::is_constructible_v<itscale::top_p_value, float>);
+static_assert(!std::is_convertible_v<float, itscale::top_p_value>);
+static_assert(std::is_convertible_v<double, itscale::top_p_value>);
+static_assert(std::is_convertible_v<itscale::top_p_value, double>);
+static_assert(static_cast<double>(itscale::top_p_value{0.95}) == 0.95);  // kept exactly
+
+TEST_CASE("sampling_options::top_p = 0.95 makes HF's cut; 0.95f would not") {
+  // HF removes the tokens whose float32 cumulative probability (ascending) is <= 1 - top_p, that
+  // difference computed in double (Python) and rounded to float32: 0.0500000007f for 0.95. With 60
+  // equal logits every probability is float(1/60) and the cumulative sums are its multiples rounded
+  // to float: 1/60 and 2/60 are below the cut, 3/60 rounds to 0.0500000045f, one float step above
+  // it. So HF removes 2 tokens. From 0.95f (0.949999988) the cut is 0.0500000119f, three steps up,
+  // and 3/60 would go too.
+  const float cut = static_cast<float>(1.0 - 0.95);
+  const float cut_from_float = static_cast<float>(1.0 - double{0.95f});
+  const float third = static_cast<float>(3.0 * double{1.0f / 60.0f});
+  REQUIRE(cut < third);  // the row separates the two cuts
+  REQUIRE(third <= cut_from_float);
+
+  const row_t flat(60, 0.0f);
+  ids_t want(58);
+  std::iota(want.begin(), want.end(), token_id{0});  // ties: the two highest ids rank lowest
+  const itscale::sampling_options o{.do_sample = true, .top_p = 0.95};
+  CHECK(static_cast<double>(o.top_p) == 0.95);
+  CHECK(kept(run(itscale::sampling_chain(o), flat)) == want);
+  CHECK(kept(run(itscale::top_p_filter(o.top_p), flat)) == want);
+  // What a float would have done: one more token removed.
+  CHECK(kept(run(itscale::top_p_filter(double{0.95f}), flat)).size() == 57);
 }
 
 TEST_CASE("sampling_chain: validates, and runs warpers only when sampling") {

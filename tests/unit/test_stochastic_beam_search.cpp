@@ -13,12 +13,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <concepts>
 #include <cstdint>
 #include <cstdlib>
 #include <cstdio>
 #include <map>
 #include <numeric>
 #include <set>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -148,6 +150,28 @@ struct setup {
 };
 
 }  // namespace
+
+// Compile-time checks, nothing to run: stochastic_beam_search uses nothing beyond LogitSource. The
+// concept checks that every overload resolves with the archetype; it sees only declarations (the
+// return types are not deduced), so the explicit instantiation compiles the body with it.
+namespace {
+template <class S>
+concept stochastic_beam_search_accepts =
+    requires(S& s, std::span<const token_id> prompt, const std::vector<tokens>& prompts,
+             std::span<const std::span<const token_id>> spans, const itscale::stochastic_beam_options& o,
+             std::span<const std::uint64_t> streams, std::uint64_t stream) {
+      { itscale::stochastic_beam_search(s, prompt, o, stream) } -> std::same_as<itscale::stochastic_beam_result>;
+      { itscale::stochastic_beam_search(s, prompts, o) } -> std::same_as<std::vector<itscale::stochastic_beam_result>>;
+      { itscale::stochastic_beam_search(s, spans, o) } -> std::same_as<std::vector<itscale::stochastic_beam_result>>;
+      {
+        itscale::stochastic_beam_search(s, spans, o, streams)
+      } -> std::same_as<std::vector<itscale::stochastic_beam_result>>;
+    };
+}  // namespace
+static_assert(stochastic_beam_search_accepts<itscale::logit_source_archetype>);
+template std::vector<itscale::stochastic_beam_result> itscale::stochastic_beam_search(
+    itscale::logit_source_archetype&, std::span<const std::span<const token_id>>,
+    const itscale::stochastic_beam_options&, std::span<const std::uint64_t>);
 
 TEST_CASE("stochastic beam search, K = 1: the samples follow ancestral-sampling frequencies (chi-square)") {
   for (const setup& su : {setup{3, 11, {}, 1.0}, setup{4, 5, {}, 1.0}, setup{4, 8, {0}, 1.0}, setup{3, 11, {}, 0.5},

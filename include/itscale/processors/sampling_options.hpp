@@ -4,13 +4,14 @@
 /// option names where HF has the option. Designated initialisers, one `validate()`:
 ///
 ///     itscale::sampling_options o{.stop = {.max_new_tokens = 64, .eos_token_id = {2}}, .do_sample = true,
-///                                 .seed = 7, .temperature = 0.8f, .top_k = 40, .top_p = 0.95f};
+///                                 .seed = 7, .temperature = 0.8f, .top_k = 40, .top_p = 0.95};
 ///
 /// Differences from HF's GenerationConfig defaults: `top_k` defaults to 0 (off; HF: 50), and
 /// `top_k > vocab` is an error instead of being clamped. As in HF, the warpers (temperature,
 /// top_h, top_k, top_p, min_p, typical_p, epsilon_cutoff, eta_cutoff) only act when `do_sample`.
 
 #include <cmath>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -24,6 +25,22 @@
 
 namespace itscale {
 inline namespace v0 {
+
+/// The type of `sampling_options::top_p`: a double, as HF's `top_p` is a Python float. It converts
+/// from a double or an integer and to a double; from a float it does not compile. `0.95f` is
+/// 0.949999988..., which moves HF's cut, `1 - top_p` rounded to float32, by three float steps
+/// (top_p.hpp): write `.top_p = 0.95`.
+class top_p_value {
+ public:
+  constexpr top_p_value(double p) noexcept : p_(p) {}  // implicit: `.top_p = 0.95` reads as a number
+  template <class F>
+    requires std::same_as<F, float>
+  top_p_value(F) = delete;  // top_p is a double: write 0.95, not 0.95f (a float moves HF's cut)
+  constexpr operator double() const noexcept { return p_; }
+
+ private:
+  double p_;
+};
 
 struct sampling_options {
   stopping stop = {};                                 ///< when a sequence ends (shared by every entry point)
@@ -49,7 +66,7 @@ struct sampling_options {
   float temperature = 1.0f;                           ///< > 0
   float top_h = 0.0f;                                 ///< [0, 1]; 0 = off
   std::size_t top_k = 0;                              ///< 0 = off; <= vocab
-  double top_p = 1.0;                                 ///< (0, 1]; 1 = off (double: see top_p.hpp)
+  top_p_value top_p = 1.0;                            ///< (0, 1]; 1 = off; a double, never a float (top_p_value)
   float min_p = 0.0f;                                 ///< [0, 1]; 0 = off
   float typical_p = 1.0f;                             ///< (0, 1]; 1 = off
   float epsilon_cutoff = 0.0f;                        ///< [0, 1); 0 = off

@@ -28,10 +28,10 @@
 
 namespace {
 
-#ifdef ITSCALE_SHARED_DIR
-const std::filesystem::path models_dir = std::filesystem::path(ITSCALE_SHARED_DIR) / "models";
+#ifdef ITSCALE_DATA_DIR
+const std::filesystem::path models_dir = std::filesystem::path(ITSCALE_DATA_DIR) / "models";
 #else
-const std::filesystem::path models_dir = "../shared/models";
+const std::filesystem::path models_dir = "tests/data/models";  // from the top of the repo
 #endif
 
 /// A bad command line (as opposed to a bad option value, which the library's validate() reports).
@@ -56,8 +56,8 @@ struct args {
 
 const char* usage_text =
     "usage: itscale_generate [options]\n"
-    "  --model FILE              llama2.c checkpoint (default: shared/models/aidreams260K.bin)\n"
-    "  --tokenizer FILE          llama2.c tokenizer (default: shared/models/aidreams-tok512.bin)\n"
+    "  --model FILE              llama2.c checkpoint (default: tests/data/models/aidreams260K.bin)\n"
+    "  --tokenizer FILE          llama2.c tokenizer (default: tests/data/models/aidreams-tok512.bin)\n"
     "  --prompt TEXT             text to continue (default: empty, i.e. BOS only)\n"
     "  --strategy S              greedy | sample | beam (default greedy)\n"
     "  -n N                      samples (sample) or returned beams (beam); = --num-return-sequences\n"

@@ -11,8 +11,8 @@
 //                              shared_bytes, copies_bytes, copies_over_shared (KV bytes in use
 //                              from the model's memory accounting)
 //
-// The checkpoints are read from ITSCALE_SHARED_DIR/models; without them every benchmark is
-// skipped with an error message saying so.
+// The checkpoints are read from ITSCALE_DATA_DIR/models (tests/data/models by default); a missing
+// one makes every benchmark that needs it report an error.
 
 #include <benchmark/benchmark.h>
 
@@ -32,16 +32,16 @@ using itscale::token_id;
 using handle = itscale::llama2c_model::handle;
 namespace fs = std::filesystem;
 
-const fs::path models_dir = fs::path(ITSCALE_SHARED_DIR) / "models";
+const fs::path models_dir = fs::path(ITSCALE_DATA_DIR) / "models";
 
-/// The checkpoint's weights (loaded once), or null after reporting the skip on `st`.
+/// The checkpoint's weights (loaded once), or null after reporting the missing file on `st`.
 std::shared_ptr<const itscale::llama2c_weights> weights(benchmark::State& st, const std::string& name) {
   static std::shared_ptr<const itscale::llama2c_weights> cache[2];
   const int slot = name == "aidreams260K" ? 0 : 1;
   if (!cache[slot]) {
     const fs::path file = models_dir / (name + ".bin");
     if (!fs::exists(file)) {
-      st.SkipWithError(("skipped: " + file.string() + " not found (../shared/models absent)").c_str());
+      st.SkipWithError((file.string() + " not found (ITSCALE_DATA_DIR/models)").c_str());
       return nullptr;
     }
     cache[slot] = std::make_shared<const itscale::llama2c_weights>(itscale::load_llama2c_checkpoint(file));

@@ -1,17 +1,19 @@
 // itscale demo: greedy and sampled continuations from the deterministic hash language model,
-// with the options used printed. Options (all optional):
+// with the options used printed. Every option is optional; --help lists them:
 //   --vocab N  --model-seed N  --prompt "1 2 3"  --max-new-tokens N  --samples N  --seed N
 //   --temperature T  --top-k K  --top-p P  --min-p P  --repetition-penalty R
-// Bad options are reported with the library's own validation message.
+// A malformed command line exits with code 2 and CLI11's message; a value the library rejects
+// exits with code 2 and the library's own validation message.
 
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include <itscale/search.hpp>
+
+#include "cli.hpp"
 
 namespace {
 
@@ -23,29 +25,22 @@ struct demo_args {
                                      .num_return_sequences = 4, .temperature = 0.8f, .top_k = 20, .top_p = 0.95};
 };
 
-demo_args parse(int argc, char** argv) {
-  demo_args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string k = argv[i];
-    if (i + 1 >= argc) throw std::invalid_argument("missing value after " + k);
-    const std::string v = argv[++i];
-    if (k == "--vocab") a.vocab = std::stoul(v);
-    else if (k == "--model-seed") a.model_seed = std::stoull(v);
-    else if (k == "--prompt") {
-      a.prompt.clear();
-      std::istringstream in(v);
-      for (long t; in >> t;) a.prompt.push_back(static_cast<itscale::token_id>(t));
-    } else if (k == "--max-new-tokens") a.sampling.max_new_tokens = std::stoul(v);
-    else if (k == "--samples") a.sampling.num_return_sequences = std::stoul(v);
-    else if (k == "--seed") a.sampling.seed = std::stoull(v);
-    else if (k == "--temperature") a.sampling.temperature = std::stof(v);
-    else if (k == "--top-k") a.sampling.top_k = std::stoul(v);
-    else if (k == "--top-p") a.sampling.top_p = std::stod(v);
-    else if (k == "--min-p") a.sampling.min_p = std::stof(v);
-    else if (k == "--repetition-penalty") a.sampling.repetition_penalty = std::stof(v);
-    else throw std::invalid_argument("unknown option " + k);
-  }
-  return a;
+void add_options(CLI::App& app, demo_args& a) {
+  using itscale_examples::non_negative_integer;
+  auto& s = a.sampling;
+  app.option_defaults()->always_capture_default();
+  app.get_formatter()->column_width(32);
+  app.add_option("--vocab", a.vocab, "vocabulary size of the hash language model")->transform(non_negative_integer);
+  app.add_option("--model-seed", a.model_seed, "seed of the hash language model")->transform(non_negative_integer);
+  app.add_option("--prompt", a.prompt, "token ids, e.g. \"3 9 3\"")->delimiter(' ')->transform(non_negative_integer);
+  app.add_option("--max-new-tokens", s.max_new_tokens, "tokens generated at most")->transform(non_negative_integer);
+  app.add_option("--samples", s.num_return_sequences, "sampled continuations")->transform(non_negative_integer);
+  app.add_option("--seed", s.seed, "sampling seed")->transform(non_negative_integer);
+  app.add_option("--temperature", s.temperature, "sampling temperature");
+  app.add_option("--top-k", s.top_k, "0 = off")->transform(non_negative_integer);
+  app.add_option("--top-p", s.top_p, "1 = off");
+  app.add_option("--min-p", s.min_p, "0 = off");
+  app.add_option("--repetition-penalty", s.repetition_penalty, "1 = off");
 }
 
 void print(const char* label, const itscale::generation& g) {
@@ -64,8 +59,13 @@ void print(const char* label, const itscale::generation& g) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  demo_args parsed;
+  CLI::App app{"itscale demo: greedy and sampled continuations from a deterministic hash language model.",
+               "itscale_demo"};
+  add_options(app, parsed);
+  if (const int rc = itscale_examples::parse_command_line(app, argc, argv); rc >= 0) return rc;
+  const demo_args& a = parsed;
   try {
-    const auto a = parse(argc, argv);
     a.sampling.validate(a.vocab);  // report bad options before printing anything
     itscale::hash_lm lm(a.vocab, a.model_seed);
     std::printf("itscale %s demo: hash language model, vocab %zu, model seed %llu\nprompt:", itscale::version_string,

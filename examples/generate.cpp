@@ -7,11 +7,11 @@
 //
 // Options keep Hugging Face's names: --max-new-tokens --min-new-tokens --temperature --top-k
 // --top-p --min-p --typical-p --repetition-penalty --no-repeat-ngram-size --num-beams
-// --length-penalty --early-stopping true|false|never --num-return-sequences (= -n).
-// Bad options exit with code 2 and the library's own validation message; so do unreadable files
-// (the loader's format_error message).
+// --length-penalty --early-stopping true|false|never --num-return-sequences (= -n); --help lists
+// them. The command line is parsed by CLI11: unknown options and malformed values exit with code 2
+// and CLI11's message; values out of the library's rules exit with code 2 and the library's own
+// validation message; so do unreadable files (the loader's format_error message).
 
-#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -20,21 +20,21 @@
 #include <span>
 #include <stdexcept>
 #include <string>
-#include <string_view>
-#include <system_error>
 #include <vector>
 
 #include <itscale/search.hpp>
 
+#include "cli.hpp"
+
 namespace {
 
-#ifdef ITSCALE_SHARED_DIR
-const std::filesystem::path models_dir = std::filesystem::path(ITSCALE_SHARED_DIR) / "models";
+#ifdef ITSCALE_DATA_DIR
+const std::filesystem::path models_dir = std::filesystem::path(ITSCALE_DATA_DIR) / "models";
 #else
-const std::filesystem::path models_dir = "../shared/models";
+const std::filesystem::path models_dir = "tests/data/models";  // from the top of the repo
 #endif
 
-/// A bad command line (as opposed to a bad option value, which the library's validate() reports).
+/// A run that cannot go ahead for a reason no option check sees (the prompt does not fit).
 struct usage_error : std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
@@ -42,86 +42,59 @@ struct usage_error : std::invalid_argument {
 enum class strategy { greedy, sample, beam };
 
 struct args {
-  std::filesystem::path model = models_dir / "aidreams260K.bin";
-  std::filesystem::path tokenizer = models_dir / "aidreams-tok512.bin";
+  std::string model = (models_dir / "aidreams260K.bin").string();
+  std::string tokenizer = (models_dir / "aidreams-tok512.bin").string();
   std::string prompt = "";
-  strategy strat = strategy::greedy;
+  std::string strategy_name = "greedy";  // greedy | sample | beam
+  std::string early_stopping = "false";  // true | false | never (HF's values)
+  strategy strat = strategy::greedy;     // from strategy_name
   std::size_t n = 1;  // -n / --num-return-sequences
   std::size_t threads = 1;
-  bool show_help = false;
   // The options common to all strategies are kept in `sampling` and copied to `beam`.
   itscale::sampling_options sampling{.max_new_tokens = 64, .eos_token_id = {itscale::llama2c_tokenizer::eos}};
   itscale::beam_options beam{.num_beams = 4, .max_new_tokens = 64, .eos_token_id = {itscale::llama2c_tokenizer::eos}};
 };
 
-const char* usage_text =
-    "usage: itscale_generate [options]\n"
-    "  --model FILE              llama2.c checkpoint (default: shared/models/aidreams260K.bin)\n"
-    "  --tokenizer FILE          llama2.c tokenizer (default: shared/models/aidreams-tok512.bin)\n"
-    "  --prompt TEXT             text to continue (default: empty, i.e. BOS only)\n"
-    "  --strategy S              greedy | sample | beam (default greedy)\n"
-    "  -n N                      samples (sample) or returned beams (beam); = --num-return-sequences\n"
-    "  --seed N                  sampling seed (default 0)\n"
-    "  --threads N               model worker threads (default 1; results do not depend on it)\n"
-    "  --max-new-tokens N  --min-new-tokens N  --temperature T  --top-k K  --top-p P  --min-p P\n"
-    "  --typical-p P  --repetition-penalty R  --no-repeat-ngram-size N\n"
-    "  --num-beams K  --length-penalty L  --early-stopping true|false|never\n";
-
-template <class T>
-T parse_number(const std::string& opt, const std::string& v) {
-  T x{};
-  const char* end = v.data() + v.size();
-  const auto [p, ec] = std::from_chars(v.data(), end, x);
-  if (ec != std::errc{} || p != end || v.empty())
-    throw usage_error(opt + ": '" + v + "' is not a valid " +
-                      (std::is_floating_point_v<T> ? "number" : "non-negative integer"));
-  return x;
+/// The options, with their --help text. Integers are checked here (digits only); values the
+/// library validates (top_p's range, num_beams vs -n, threads, ...) are left to its validate(),
+/// whose messages name the broken rule.
+void add_options(CLI::App& app, args& a) {
+  using itscale_examples::non_negative_integer;
+  auto& s = a.sampling;
+  auto& b = a.beam;
+  app.option_defaults()->always_capture_default();
+  app.get_formatter()->column_width(34);
+  app.add_option("--model", a.model, "llama2.c checkpoint");
+  app.add_option("--tokenizer", a.tokenizer, "llama2.c tokenizer");
+  app.add_option("--prompt", a.prompt, "text to continue (empty: BOS only)");
+  app.add_option("--strategy", a.strategy_name, "decoding strategy")->check(CLI::IsMember({"greedy", "sample", "beam"}));
+  app.add_option("-n,--num-return-sequences", a.n, "samples (sample) or returned beams (beam)")
+      ->transform(non_negative_integer);
+  app.add_option("--seed", s.seed, "sampling seed")->transform(non_negative_integer);
+  app.add_option("--threads", a.threads, "model worker threads (results do not depend on it)")
+      ->transform(non_negative_integer);
+  app.add_option("--max-new-tokens", s.max_new_tokens, "tokens generated at most")->transform(non_negative_integer);
+  app.add_option("--min-new-tokens", s.min_new_tokens, "EOS masked until this many")->transform(non_negative_integer);
+  app.add_option("--temperature", s.temperature, "sampling temperature");
+  app.add_option("--top-k", s.top_k, "0 = off")->transform(non_negative_integer);
+  app.add_option("--top-p", s.top_p, "1 = off");
+  app.add_option("--min-p", s.min_p, "0 = off");
+  app.add_option("--typical-p", s.typical_p, "1 = off");
+  app.add_option("--repetition-penalty", s.repetition_penalty, "1 = off");
+  app.add_option("--no-repeat-ngram-size", s.no_repeat_ngram_size, "0 = off")->transform(non_negative_integer);
+  app.add_option("--num-beams", b.num_beams, "beams kept at each step (beam)")->transform(non_negative_integer);
+  app.add_option("--length-penalty", b.length_penalty, "beam score = log-prob / length^L");
+  app.add_option("--early-stopping", a.early_stopping, "beam search stopping rule, as in Hugging Face")
+      ->check(CLI::IsMember({"true", "false", "never"}));
+  app.footer("Options keep Hugging Face's names. Bad values exit with code 2 and a message on stderr.");
 }
 
-args parse(int argc, char** argv) {
-  args a;
-  bool saw_n = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string k = argv[i];
-    if (k == "-h" || k == "--help") {
-      a.show_help = true;
-      continue;
-    }
-    if (i + 1 >= argc) throw usage_error("missing value after " + k);
-    const std::string v = argv[++i];
-    auto& s = a.sampling;
-    if (k == "--model") a.model = v;
-    else if (k == "--tokenizer") a.tokenizer = v;
-    else if (k == "--prompt") a.prompt = v;
-    else if (k == "--strategy") {
-      if (v == "greedy") a.strat = strategy::greedy;
-      else if (v == "sample") a.strat = strategy::sample;
-      else if (v == "beam") a.strat = strategy::beam;
-      else throw usage_error("--strategy: '" + v + "' is not one of greedy, sample, beam");
-    } else if (k == "-n" || k == "--num-return-sequences") {
-      a.n = parse_number<std::size_t>(k, v);
-      saw_n = true;
-    } else if (k == "--seed") s.seed = parse_number<std::uint64_t>(k, v);
-    else if (k == "--threads") a.threads = parse_number<std::size_t>(k, v);
-    else if (k == "--max-new-tokens") s.max_new_tokens = parse_number<std::size_t>(k, v);
-    else if (k == "--min-new-tokens") s.min_new_tokens = parse_number<std::size_t>(k, v);
-    else if (k == "--temperature") s.temperature = parse_number<float>(k, v);
-    else if (k == "--top-k") s.top_k = parse_number<std::size_t>(k, v);
-    else if (k == "--top-p") s.top_p = parse_number<double>(k, v);
-    else if (k == "--min-p") s.min_p = parse_number<float>(k, v);
-    else if (k == "--typical-p") s.typical_p = parse_number<float>(k, v);
-    else if (k == "--repetition-penalty") s.repetition_penalty = parse_number<float>(k, v);
-    else if (k == "--no-repeat-ngram-size") s.no_repeat_ngram_size = parse_number<std::size_t>(k, v);
-    else if (k == "--num-beams") a.beam.num_beams = parse_number<std::size_t>(k, v);
-    else if (k == "--length-penalty") a.beam.length_penalty = parse_number<double>(k, v);
-    else if (k == "--early-stopping") {
-      if (v == "false") a.beam.early_stopping = itscale::early_stopping_mode::heuristic;
-      else if (v == "true") a.beam.early_stopping = itscale::early_stopping_mode::when_full;
-      else if (v == "never") a.beam.early_stopping = itscale::early_stopping_mode::never;
-      else throw usage_error("--early-stopping: '" + v + "' is not one of true, false, never");
-    } else
-      throw usage_error("unknown option " + k + " (--help lists them)");
-  }
+/// Derives the strategies' options from the parsed command line.
+void finish(args& a, bool saw_n) {
+  a.strat = a.strategy_name == "sample" ? strategy::sample : a.strategy_name == "beam" ? strategy::beam : strategy::greedy;
+  a.beam.early_stopping = a.early_stopping == "true"    ? itscale::early_stopping_mode::when_full
+                          : a.early_stopping == "never" ? itscale::early_stopping_mode::never
+                                                        : itscale::early_stopping_mode::heuristic;
   auto& s = a.sampling;
   s.do_sample = a.strat == strategy::sample;
   s.num_return_sequences = a.n;
@@ -132,7 +105,6 @@ args parse(int argc, char** argv) {
   a.beam.min_new_tokens = s.min_new_tokens;
   a.beam.repetition_penalty = s.repetition_penalty;
   a.beam.no_repeat_ngram_size = s.no_repeat_ngram_size;
-  return a;
 }
 
 /// A LogitSource adapter that measures the time spent inside the wrapped source.
@@ -198,12 +170,13 @@ std::string text_of(const itscale::llama2c_tokenizer& tok, const std::vector<its
 }  // namespace
 
 int main(int argc, char** argv) {
+  args parsed;
+  CLI::App app{"Text generation with itscale's llama2.c model: greedy, sampling or beam search.", "itscale_generate"};
+  add_options(app, parsed);
+  if (const int rc = itscale_examples::parse_command_line(app, argc, argv); rc >= 0) return rc;
+  finish(parsed, app.count("--num-return-sequences") > 0);
+  const args& a = parsed;
   try {
-    const args a = parse(argc, argv);
-    if (a.show_help) {
-      std::fputs(usage_text, stdout);
-      return 0;
-    }
     // Options first (the library's messages), then files (the loaders' messages).
     const itscale::llama2c_model_options model_opts{.threads = a.threads};
     model_opts.validate();
@@ -225,7 +198,7 @@ int main(int argc, char** argv) {
 
     const auto& c = model.config();
     std::printf("model %s: dim %zu, layers %zu, heads %zu/%zu kv, vocab %zu, context %zu; threads %zu\n",
-                a.model.filename().string().c_str(), c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size,
+                std::filesystem::path(a.model).filename().string().c_str(), c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size,
                 c.seq_len, a.threads);
     std::printf("prompt: \"%s\" (%zu tokens with BOS)\n", a.prompt.c_str(), prompt.size());
 

@@ -1,8 +1,8 @@
 // The llama2.c backend: checkpoint and tokenizer loaders (real files and corrupt copies of them),
-// the forward pass against the float64 reference logits in shared/conformance/hf_models.json,
+// the forward pass against the float64 reference logits in tests/data/conformance/hf_models.json,
 // greedy decoding through itscale::generate, the paged KV cache (forks, copy-on-write, memory
 // accounting, context limit, all-or-nothing extend), and the LogitSource concept suite.
-// The checkpoints live in ITSCALE_SHARED_DIR/models; without them each case says it was skipped.
+// The checkpoints live in ITSCALE_DATA_DIR/models (tests/data/models by default); a missing one fails.
 
 #include <doctest/doctest.h>
 
@@ -32,21 +32,19 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const fs::path shared_dir{ITSCALE_SHARED_DIR};
-const fs::path models_dir = shared_dir / "models";
+const fs::path data_dir{ITSCALE_DATA_DIR};
+const fs::path models_dir = data_dir / "models";
 
-/// True when the checkpoints are there; otherwise says so (a visible skip, not a silent pass).
-bool have_models() {
-  const bool ok = fs::exists(models_dir / "aidreams260K.bin") && fs::exists(models_dir / "stories260K.bin") &&
-                  fs::exists(models_dir / "aidreams-tok512.bin") &&
-                  fs::exists(shared_dir / "conformance" / "hf_models.json");
-  if (!ok) MESSAGE("skipped: ../shared/models not found (looked in " << models_dir.string() << ")");
-  return ok;
+/// Fails the calling test case (never a silent pass) when a data file is missing.
+void require_models() {
+  for (const fs::path& f : {models_dir / "aidreams260K.bin", models_dir / "stories260K.bin",
+                            models_dir / "aidreams-tok512.bin", data_dir / "conformance" / "hf_models.json"})
+    REQUIRE_MESSAGE(fs::exists(f), f.string() << " not found (ITSCALE_DATA_DIR = " << data_dir.string() << ")");
 }
 
 const nlohmann::json& reference() {
   static const nlohmann::json doc = [] {
-    std::ifstream in(shared_dir / "conformance" / "hf_models.json");
+    std::ifstream in(data_dir / "conformance" / "hf_models.json");
     return nlohmann::json::parse(in);
   }();
   return doc;
@@ -128,7 +126,7 @@ std::vector<float> fresh_row(const std::shared_ptr<const itscale::llama2c_weight
 }  // namespace
 
 TEST_CASE("llama2c: both checkpoints load with the documented shapes") {
-  if (!have_models()) return;
+  require_models();
   const auto a = itscale::load_llama2c_checkpoint(models_dir / "aidreams260K.bin");
   CHECK(a.config.dim == 64);
   CHECK(a.config.hidden_dim == 172);
@@ -150,7 +148,7 @@ TEST_CASE("llama2c: both checkpoints load with the documented shapes") {
 }
 
 TEST_CASE("llama2c: computed RoPE tables agree with the checkpoint's freq_cis tables") {
-  if (!have_models()) return;
+  require_models();
   for (const std::string name : {"aidreams260K", "stories260K"}) {
     CAPTURE(name);
     const itscale::llama2c_model m(weights_of(name));
@@ -167,7 +165,7 @@ TEST_CASE("llama2c: computed RoPE tables agree with the checkpoint's freq_cis ta
 }
 
 TEST_CASE("llama2c: teacher-forced logits match the float64 reference within 2e-4") {
-  if (!have_models()) return;
+  require_models();
   for (const std::string name : {"aidreams260K", "stories260K"}) {
     CAPTURE(name);
     const auto& ref = reference().at("models").at(name);
@@ -205,7 +203,7 @@ TEST_CASE("llama2c: teacher-forced logits match the float64 reference within 2e-
 }
 
 TEST_CASE("llama2c: greedy_from_bos through itscale::generate is exact") {
-  if (!have_models()) return;
+  require_models();
   for (const std::string name : {"aidreams260K", "stories260K"}) {
     CAPTURE(name);
     const auto expected = reference().at("models").at(name).at("greedy_from_bos").get<std::vector<token_id>>();
@@ -222,7 +220,7 @@ TEST_CASE("llama2c: greedy_from_bos through itscale::generate is exact") {
 }
 
 TEST_CASE("llama2c: a batched extend over sequences of different lengths equals fresh prefills") {
-  if (!have_models()) return;
+  require_models();
   const auto w = weights_of("stories260K");
   const auto toks = reference().at("models").at("stories260K").at("teacher_forced_tokens").get<std::vector<token_id>>();
   itscale::llama2c_model m(w);
@@ -252,7 +250,7 @@ TEST_CASE("llama2c: a batched extend over sequences of different lengths equals 
 }
 
 TEST_CASE("llama2c: forking shares the parent's blocks and copies at most one") {
-  if (!have_models()) return;
+  require_models();
   const auto w = weights_of("stories260K");
   itscale::llama2c_model m(w);
   REQUIRE(m.cache().block_tokens() == 16);
@@ -312,7 +310,7 @@ TEST_CASE("llama2c: forking shares the parent's blocks and copies at most one") 
 }
 
 TEST_CASE("llama2c: the context limit and failed extends leave no handle and no block behind") {
-  if (!have_models()) return;
+  require_models();
   itscale::llama2c_model m(weights_of("aidreams260K"));  // seq_len 128
   const std::vector<token_id> too_long(129, 5);
   CHECK(what_of([&] { (void)m.prefill(too_long); }).find("context is 128") != std::string::npos);
@@ -334,7 +332,7 @@ TEST_CASE("llama2c: the context limit and failed extends leave no handle and no 
 }
 
 TEST_CASE("llama2c: a separate classifier (negative vocab_size) loads and is used") {
-  if (!have_models()) return;
+  require_models();
   // Same weights with wcls = the embedding appended and vocab_size negated: identical logits.
   auto bytes = file_bytes(models_dir / "aidreams260K.bin");
   const std::size_t emb_bytes = 512 * 64 * 4;
@@ -357,7 +355,7 @@ TEST_CASE("llama2c: a separate classifier (negative vocab_size) loads and is use
 }
 
 TEST_CASE("llama2c: corrupt checkpoints each throw format_error naming the file and the problem") {
-  if (!have_models()) return;
+  require_models();
   const auto good = file_bytes(models_dir / "stories260K.bin");
   struct corrupt {
     std::string name;
@@ -429,7 +427,7 @@ TEST_CASE("llama2c: corrupt checkpoints each throw format_error naming the file 
 }
 
 TEST_CASE("llama2c tokenizer: loads, matches the model's vocabulary, encodes as llama2.c, round-trips") {
-  if (!have_models()) return;
+  require_models();
   const auto tok = itscale::llama2c_tokenizer::load(models_dir / "aidreams-tok512.bin");
   CHECK(tok.vocab_size() == 512);
   CHECK(tok.max_token_length() == 10);
@@ -476,7 +474,7 @@ TEST_CASE("llama2c tokenizer: loads, matches the model's vocabulary, encodes as 
 }
 
 TEST_CASE("llama2c tokenizer: corrupt files each throw format_error naming the problem") {
-  if (!have_models()) return;
+  require_models();
   const auto good = file_bytes(models_dir / "aidreams-tok512.bin");
   struct corrupt {
     std::string name;
@@ -524,7 +522,7 @@ TEST_CASE("llama2c tokenizer: corrupt files each throw format_error naming the p
 
 #ifdef ITSCALE_TEST_HAVE_SOURCE_SUITE
 TEST_CASE("llama2c: the LogitSource concept suite") {
-  if (!have_models()) return;
+  require_models();
   for (const std::string name : {"aidreams260K", "stories260K"}) {
     CAPTURE(name);
     const auto w = weights_of(name);

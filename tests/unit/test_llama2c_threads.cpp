@@ -1,6 +1,6 @@
 // llama2c_model's optional threading: the logits are bit-identical for 1, 2 and 3 threads (prefill
 // of a long prompt, batched extends with forks, several steps), on a synthetic checkpoint built in
-// memory (always runs) and on the shipped checkpoints (when ../shared/models is there); the
+// memory and on the shipped checkpoints (ITSCALE_DATA_DIR/models, tests/data/models by default); the
 // fork-join pool runs every task once and rethrows a task's exception, staying usable after it.
 
 #include <doctest/doctest.h>
@@ -99,14 +99,11 @@ TEST_CASE("llama2c threads: logits are bit-identical with 1, 2 and 3 threads (sy
 }
 
 TEST_CASE("llama2c threads: logits are bit-identical with 1, 2 and 3 threads (shipped checkpoints)") {
-  const std::filesystem::path dir = std::filesystem::path(ITSCALE_SHARED_DIR) / "models";
+  const std::filesystem::path dir = std::filesystem::path(ITSCALE_DATA_DIR) / "models";
   for (const std::string name : {"aidreams260K", "stories260K"}) {
     const auto file = dir / (name + ".bin");
-    if (!std::filesystem::exists(file)) {
-      MESSAGE("skipped: " << file.string() << " not found (../shared/models absent)");
-      continue;
-    }
     CAPTURE(name);
+    REQUIRE_MESSAGE(std::filesystem::exists(file), file.string() << " not found");
     const auto w = std::make_shared<const itscale::llama2c_weights>(itscale::load_llama2c_checkpoint(file));
     const auto one = workload(w, 1, 100, 32, 4);
     for (std::size_t t : {2u, 3u}) {

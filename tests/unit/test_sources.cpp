@@ -57,7 +57,7 @@ static_assert(!itscale::LogitSource<release_may_throw>);
 static_assert(!itscale::LogitSource<handle_not_trivial>);
 static_assert(!itscale::LogitSource<no_extend>);
 
-// ---- an independent hash LM, written from shared/conformance/README.md ------------------------------
+// ---- an independent hash LM, written from tests/data/conformance/README.md ------------------------------
 
 namespace {
 

@@ -51,7 +51,7 @@ struct args {
   std::size_t n = 1;  // -n / --num-return-sequences
   std::size_t threads = 1;
   // The options common to all strategies are kept in `sampling` and copied to `beam`.
-  itscale::sampling_options sampling{.max_new_tokens = 64, .eos_token_id = {itscale::llama2c_tokenizer::eos}};
+  itscale::sampling_options sampling{.stop = {.max_new_tokens = 64, .eos_token_id = {itscale::llama2c_tokenizer::eos}}};
   itscale::beam_options beam{.num_beams = 4, .max_new_tokens = 64, .eos_token_id = {itscale::llama2c_tokenizer::eos}};
 };
 
@@ -73,11 +73,11 @@ void add_options(CLI::App& app, args& a) {
   app.add_option("--seed", s.seed, "sampling seed")->transform(non_negative_integer);
   app.add_option("--threads", a.threads, "model worker threads (results do not depend on it)")
       ->transform(non_negative_integer);
-  app.add_option("--max-new-tokens", s.max_new_tokens, "tokens generated at most")->transform(non_negative_integer);
-  app.add_option("--min-new-tokens", s.min_new_tokens, "EOS masked until this many")->transform(non_negative_integer);
+  app.add_option("--max-new-tokens", s.stop.max_new_tokens, "tokens generated at most")->transform(non_negative_integer);
+  app.add_option("--min-new-tokens", s.stop.min_new_tokens, "EOS masked until this many")->transform(non_negative_integer);
   app.add_option("--temperature", s.temperature, "sampling temperature");
   app.add_option("--top-k", s.top_k, "0 = off")->transform(non_negative_integer);
-  app.add_option("--top-p", s.top_p, "1 = off");
+  app.add_option_function<double>("--top-p", [&s](double p) { s.top_p = p; }, "1 = off (default)");
   app.add_option("--min-p", s.min_p, "0 = off");
   app.add_option("--typical-p", s.typical_p, "1 = off");
   app.add_option("--repetition-penalty", s.repetition_penalty, "1 = off");
@@ -101,8 +101,8 @@ void finish(args& a, bool saw_n) {
   // Greedy has one result; -n > 1 is left to validate() to reject with its own message.
   if (a.strat == strategy::greedy && !saw_n) s.num_return_sequences = 1;
   a.beam.num_return_sequences = a.n;
-  a.beam.max_new_tokens = s.max_new_tokens;
-  a.beam.min_new_tokens = s.min_new_tokens;
+  a.beam.stop.max_new_tokens = s.stop.max_new_tokens;
+  a.beam.stop.min_new_tokens = s.stop.min_new_tokens;
   a.beam.repetition_penalty = s.repetition_penalty;
   a.beam.no_repeat_ngram_size = s.no_repeat_ngram_size;
 }
@@ -191,9 +191,9 @@ int main(int argc, char** argv) {
 
     const std::vector<itscale::token_id> prompt = tok.encode(a.prompt, /*add_bos=*/true);
     const std::size_t ctx = model.config().seq_len;
-    if (prompt.size() + a.sampling.max_new_tokens > ctx)
+    if (prompt.size() + a.sampling.stop.max_new_tokens > ctx)
       throw usage_error("the prompt (" + std::to_string(prompt.size()) + " tokens with BOS) plus --max-new-tokens " +
-                        std::to_string(a.sampling.max_new_tokens) + " exceeds the model's context of " +
+                        std::to_string(a.sampling.stop.max_new_tokens) + " exceeds the model's context of " +
                         std::to_string(ctx) + " tokens");
 
     const auto& c = model.config();
@@ -209,7 +209,7 @@ int main(int argc, char** argv) {
     if (a.strat == strategy::beam) {
       const auto& b = a.beam;
       std::printf("strategy beam: num_beams %zu, length_penalty %g, num_return_sequences %zu, max_new_tokens %zu\n\n",
-                  b.num_beams, b.length_penalty, b.num_return_sequences, b.max_new_tokens);
+                  b.num_beams, b.length_penalty, b.num_return_sequences, b.stop.max_new_tokens);
       const auto r = itscale::beam_search(src, std::span<const itscale::token_id>(prompt), b);
       for (std::size_t i = 0; i < r.hypotheses.size(); ++i) {
         const auto& h = r.hypotheses[i];
@@ -225,9 +225,9 @@ int main(int argc, char** argv) {
                     "repetition_penalty %g, max_new_tokens %zu\n\n",
                     static_cast<unsigned long long>(s.seed), s.num_return_sequences, static_cast<double>(s.temperature),
                     s.top_k, static_cast<double>(s.top_p), static_cast<double>(s.min_p), static_cast<double>(s.typical_p),
-                    static_cast<double>(s.repetition_penalty), s.max_new_tokens);
+                    static_cast<double>(s.repetition_penalty), s.stop.max_new_tokens);
       else
-        std::printf("strategy greedy: max_new_tokens %zu\n\n", s.max_new_tokens);
+        std::printf("strategy greedy: max_new_tokens %zu\n\n", s.stop.max_new_tokens);
       const auto gens = itscale::generate(src, std::span<const itscale::token_id>(prompt), s);
       for (const auto& g : gens) {
         generated += g.tokens.size();

@@ -23,7 +23,7 @@ inline itscale::sampling_options options_from_hf(const nlohmann::json& cfg, cons
     const std::string& k = it.key();
     const auto& v = it.value();
     if (ignore.count(k)) continue;
-    if (k == "eos_token_id") o.eos_token_id = v.get<std::vector<itscale::token_id>>();
+    if (k == "eos_token_id") o.stop.eos_token_id = v.get<std::vector<itscale::token_id>>();
     else if (k == "temperature") o.temperature = v.get<float>();
     else if (k == "top_k") o.top_k = v.get<std::size_t>();
     else if (k == "top_p") o.top_p = v.get<double>();
@@ -34,12 +34,12 @@ inline itscale::sampling_options options_from_hf(const nlohmann::json& cfg, cons
     else if (k == "top_h") o.top_h = v.get<float>();
     else if (k == "repetition_penalty") o.repetition_penalty = v.get<float>();
     else if (k == "no_repeat_ngram_size") o.no_repeat_ngram_size = v.get<std::size_t>();
-    else if (k == "min_new_tokens") o.min_new_tokens = v.get<std::size_t>();
-    else if (k == "max_new_tokens") o.max_new_tokens = v.get<std::size_t>();
+    else if (k == "min_new_tokens") o.stop.min_new_tokens = v.get<std::size_t>();
+    else if (k == "max_new_tokens") o.stop.max_new_tokens = v.get<std::size_t>();
     else if (k == "min_tokens_to_keep") o.min_tokens_to_keep = v.get<std::size_t>();
     else throw std::runtime_error("unsupported generation option '" + k + "'");
   }
-  if (o.max_new_tokens < o.min_new_tokens) o.max_new_tokens = o.min_new_tokens;
+  if (o.stop.max_new_tokens < o.stop.min_new_tokens) o.stop.max_new_tokens = o.stop.min_new_tokens;
   return o;
 }
 

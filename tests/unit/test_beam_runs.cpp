@@ -162,7 +162,8 @@ TEST_CASE("beam search cut by a budget returns what it has: the running beams, a
   }
 }
 
-TEST_CASE("beam search cut by a budget: finished hypotheses first, then running beams; prompts already done stay completed") {
+TEST_CASE("beam search cut by a budget: finished hypotheses first, then running beams; "
+          "prompts already done stay completed") {
   // Three prompts with EOS-heavy models end at different steps; a source-call budget cuts the run
   // after the shortest has finished. Found by scanning seeds (deterministic).
   const std::vector<tokens> prompts{{1, 2}, {3}, {4, 5, 6}};
@@ -310,13 +311,15 @@ TEST_CASE("beam family under a budget: every limit kind, and a bad budget is rej
   itscale_test::check_same_search(free, loose);
 
   src_t src(itscale::hash_lm(30, 8));
-  CHECK_THROWS_AS((void)itscale::beam_search(src, prompts, o, {.budget = {.max_seconds = -1}}), itscale::invalid_option);
+  CHECK_THROWS_AS((void)itscale::beam_search(src, prompts, o, {.budget = {.max_seconds = -1}}),
+                  itscale::invalid_option);
   CHECK_THROWS_AS((void)itscale::stochastic_beam_search(src, prompts, {}, {}, {.budget = {.max_seconds = NAN}}),
                   itscale::invalid_option);
   CHECK(src.calls == 0);
 }
 
-TEST_CASE("beam family from a prefilled start equals the prompt start, without its prefill; the caller's handle lives on") {
+TEST_CASE("beam family from a prefilled start equals the prompt start, without its prefill; "
+          "the caller's handle lives on") {
   const tokens prompt{4, 5, 6};
   const tokens other{7, 1};
   src_t src(itscale::hash_lm(60, 41));
@@ -397,8 +400,8 @@ TEST_CASE("beam family: a caller's stateful processor sees each beam's own token
   CHECK(r.size() == 12);
   const auto plain = itscale::beam_search(src, prompts, o);
   itscale_test::check_same_search(plain, r);  // the witness changes no value
-  const auto d = itscale::diverse_beam_search(src, prompts, {.beam = o, .num_beam_groups = 3, .diversity_penalty = 1.0},
-                                              context_witness{});
+  const auto d = itscale::diverse_beam_search(
+      src, prompts, {.beam = o, .num_beam_groups = 3, .diversity_penalty = 1.0}, context_witness{});
   CHECK(d.size() == 12);
   const auto s = itscale::stochastic_beam_search(
       src, prompts, {.num_samples = 6, .stop = {.max_new_tokens = 12, .eos_token_id = {0}}, .seed = 2},

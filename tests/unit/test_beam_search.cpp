@@ -148,7 +148,7 @@ TEST_CASE("a beam wide enough to keep everything returns every sequence, ranked 
   }
 }
 
-TEST_CASE("search error: a moderate beam finds the exact best sequence; a narrow one sometimes does not") {
+TEST_CASE("beam search error: a moderate beam finds the exact best sequence; a narrow one sometimes does not") {
   // V = 6, 5 new tokens, two EOS ids: thousands of sequences, enumerated exactly.
   std::size_t narrow_misses = 0;
   for (std::uint64_t seed = 1; seed <= 12; ++seed) {
@@ -171,7 +171,7 @@ TEST_CASE("search error: a moderate beam finds the exact best sequence; a narrow
   CHECK(narrow_misses > 0);  // otherwise this test could not tell a search from a lucky greedy pass
 }
 
-TEST_CASE("processors act on log-probs as in HF: exhaustive search equals enumeration under them") {
+TEST_CASE("beam search processors act on log-probs as in HF: exhaustive search equals enumeration under them") {
   struct setup {
     float repetition_penalty;
     std::size_t no_repeat_ngram_size, min_new_tokens;
@@ -201,7 +201,7 @@ TEST_CASE("processors act on log-probs as in HF: exhaustive search equals enumer
   }
 }
 
-TEST_CASE("several prompts in one search equal searching each alone") {
+TEST_CASE("beam search: several prompts in one search equal searching each alone") {
   // Different prompt lengths and stopping times, so prompts leave the batch at different steps.
   const std::vector<tokens> prompts{{4, 5, 6}, {7}, {10, 11, 12, 13, 14}, {4, 5, 6}};
   for (const auto mode : {itscale::early_stopping_mode::heuristic, itscale::early_stopping_mode::when_full,
@@ -233,7 +233,7 @@ struct opaque_identity {
   void apply(std::span<float>, const itscale::step_context&) const noexcept {}
 };
 
-TEST_CASE("selection on the shifted logits equals selection on written log-probs, bit for bit") {
+TEST_CASE("beam search: selection on the shifted logits equals selection on written log-probs, bit for bit") {
   // The masking processors (no-repeat-n-gram, min-new-tokens) act on the shifted row on the first
   // path, on the log-probs on the second; vocabularies wide enough for the SIMD main loops.
   const std::vector<tokens> prompts{{4, 5, 6}, {7}, {10, 11, 12, 13, 14}};
@@ -254,7 +254,7 @@ TEST_CASE("selection on the shifted logits equals selection on written log-probs
     }
 }
 
-TEST_CASE("the trace lists each step's candidates best first, with what became of them") {
+TEST_CASE("beam search: the trace lists each step's candidates best first, with what became of them") {
   itscale::hash_lm lm(30, 5);
   const tokens prompt{2, 3};
   const itscale::beam_options o{.num_beams = 4, .num_return_sequences = 4,
@@ -278,7 +278,7 @@ TEST_CASE("the trace lists each step's candidates best first, with what became o
             .prompts[0].trace.empty());
 }
 
-TEST_CASE("patience > 1 never returns a worse best hypothesis, and sometimes a better one") {
+TEST_CASE("beam search: patience > 1 never returns a worse best hypothesis, and sometimes a better one") {
   std::size_t better = 0;
   for (std::uint64_t seed = 1; seed <= 40; ++seed) {
     CAPTURE(seed);
@@ -343,7 +343,7 @@ TEST_CASE("dead beams are released before the extend: only the parents it forks 
   CHECK(src.lm.live_handles() == 0);
 }
 
-TEST_CASE("a backend that throws at any call: the exception propagates and every handle is released") {
+TEST_CASE("beam search: a backend that throws at any call: the exception propagates and every handle is released") {
   const std::vector<tokens> prompts{{1, 2}, {3}};
   const itscale::beam_options o{.num_beams = 4, .num_return_sequences = 2,
                                 .stop = {.max_new_tokens = 9, .eos_token_id = {0}}};
@@ -360,7 +360,7 @@ TEST_CASE("a backend that throws at any call: the exception propagates and every
   }
 }
 
-TEST_CASE("bad backend output (NaN, +inf, a wholly masked row) is an error and leaks nothing") {
+TEST_CASE("beam search: bad backend output (NaN, +inf, a wholly masked row) is an error and leaks nothing") {
   const tokens prompt{1, 2};
   const itscale::beam_options o{.num_beams = 3, .stop = {.max_new_tokens = 6}};
   for (const float bad : {NAN, INFINITY}) {
@@ -380,7 +380,7 @@ TEST_CASE("bad backend output (NaN, +inf, a wholly masked row) is an error and l
   CHECK_THROWS_AS((void)itscale::beam_search(dead, std::span<const token_id>(prompt), o), itscale::search_error);
 }
 
-TEST_CASE("a user processor runs on log-probs after the built-in ones; a throwing one leaks nothing") {
+TEST_CASE("beam search: a user processor runs on log-probs after the built-in ones; a throwing one leaks nothing") {
   const tokens prompt{1, 2};
   const itscale::beam_options o{.num_beams = 4, .num_return_sequences = 4,
                                 .stop = {.max_new_tokens = 8, .eos_token_id = {0}}};
@@ -432,7 +432,7 @@ TEST_CASE("more beams than the vocabulary holds: HF's placeholder beams, no cras
   CHECK(lm.live_handles() == 0);
 }
 
-TEST_CASE("bad options and input each throw a message naming the problem, before the source is touched") {
+TEST_CASE("beam search: bad options and input each throw a message naming the problem, before the source is touched") {
   test_support::instrumented_source<itscale::hash_lm> src(itscale::hash_lm(10, 1));
   const tokens prompt{1, 2};
   const std::span<const token_id> p(prompt);
@@ -481,7 +481,8 @@ TEST_CASE("beam_search uses only the LogitSource concept (instantiated with the 
   CHECK(true);
 }
 
-TEST_CASE("early_stopping never with a positive length penalty searches at least as long as the heuristic") {
+TEST_CASE("beam search: early_stopping never with a positive length penalty searches at least as long as the "
+          "heuristic") {
   // Same running beams, a looser stopping bound: never a worse best hypothesis, sometimes better.
   std::size_t better = 0;
   for (std::uint64_t seed = 1; seed <= 40; ++seed) {

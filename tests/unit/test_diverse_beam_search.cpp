@@ -99,7 +99,7 @@ TEST_CASE("diverse beam search: penalised selection on shifted logits equals it 
   }
 }
 
-TEST_CASE("with a positive penalty the groups' best hypotheses start differently; without it they coincide") {
+TEST_CASE("diverse beam search: with a positive penalty the groups' best hypotheses start differently; without it they coincide") {
   std::size_t differ_with_penalty = 0, runs = 0;
   for (std::uint64_t seed = 1; seed <= 20; ++seed) {
     CAPTURE(seed);
@@ -174,7 +174,7 @@ std::vector<token_id> reference_first_step(const itscale::hash_lm& lm, const tok
 
 }  // namespace
 
-TEST_CASE("the penalty counts the earlier groups' tokens at this step, with multiplicity (first step vs reference)") {
+TEST_CASE("diverse beam search: the penalty counts the earlier groups' tokens at this step, with multiplicity (first step vs reference)") {
   for (const float penalty : {0.3f, 1.0f, 2.5f}) {
     for (std::uint64_t seed = 1; seed <= 6; ++seed) {
       CAPTURE(penalty);

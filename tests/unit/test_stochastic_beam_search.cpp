@@ -437,7 +437,7 @@ TEST_CASE("stochastic beam search: handle hygiene under backend failures; forks;
   CHECK(src.calls == 0);
 }
 
-TEST_CASE("truncated Gumbel: the maximum child gets the parent's key; keys are conditioned on that maximum") {
+TEST_CASE("stochastic beam search: truncated Gumbel: the maximum child gets the parent's key; keys are conditioned on that maximum") {
   using itscale::detail::truncated_gumbel;
   CHECK(truncated_gumbel(1.5, 3.0, 3.0) == 1.5);
   CHECK(truncated_gumbel(1.5, 3.0, 2.0) < 1.5);

@@ -51,7 +51,8 @@ struct args {
   bool show_help = false;
   // The options common to all strategies are kept in `sampling` and copied to `beam`.
   itscale::sampling_options sampling{.max_new_tokens = 64, .eos_token_id = {itscale::llama2c_tokenizer::eos}};
-  itscale::beam_options beam{.num_beams = 4, .max_new_tokens = 64, .eos_token_id = {itscale::llama2c_tokenizer::eos}};
+  itscale::beam_options beam{.num_beams = 4,
+                             .stop = {.max_new_tokens = 64, .eos_token_id = {itscale::llama2c_tokenizer::eos}}};
 };
 
 const char* usage_text =
@@ -128,8 +129,7 @@ args parse(int argc, char** argv) {
   // Greedy has one result; -n > 1 is left to validate() to reject with its own message.
   if (a.strat == strategy::greedy && !saw_n) s.num_return_sequences = 1;
   a.beam.num_return_sequences = a.n;
-  a.beam.max_new_tokens = s.max_new_tokens;
-  a.beam.min_new_tokens = s.min_new_tokens;
+  a.beam.stop = s.stop;
   a.beam.repetition_penalty = s.repetition_penalty;
   a.beam.no_repeat_ngram_size = s.no_repeat_ngram_size;
   return a;
@@ -236,10 +236,10 @@ int main(int argc, char** argv) {
     if (a.strat == strategy::beam) {
       const auto& b = a.beam;
       std::printf("strategy beam: num_beams %zu, length_penalty %g, num_return_sequences %zu, max_new_tokens %zu\n\n",
-                  b.num_beams, b.length_penalty, b.num_return_sequences, b.max_new_tokens);
+                  b.num_beams, b.length_penalty, b.num_return_sequences, b.stop.max_new_tokens);
       const auto r = itscale::beam_search(src, std::span<const itscale::token_id>(prompt), b);
-      for (std::size_t i = 0; i < r.hypotheses.size(); ++i) {
-        const auto& h = r.hypotheses[i];
+      for (std::size_t i = 0; i < r.size(); ++i) {
+        const auto& h = r[i];
         generated += h.tokens.size();
         lines.push_back("[beam " + std::to_string(i) + "] score " + std::to_string(h.score) + ", " +
                         std::to_string(h.tokens.size()) + " tokens, " + stop_name(h.stop) + "\n" +

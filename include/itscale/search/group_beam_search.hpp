@@ -108,7 +108,7 @@ template <LogitSource S, AnyLogitsProcessor P>
   const bool reads = prep.reads_tokens();
   // Without a token-reading processor a row's processors need only the generated count (the
   // min-new-tokens rule): they get a placeholder of that length, never read.
-  const std::vector<token_id> blank(reads ? 0 : bo.stop.max_new_tokens, token_id{0});
+  std::vector<token_id> blank;
   token_tree tree;
   std::vector<prompt_search> ps(np);
   for (std::size_t p = 0; p < np; ++p) {
@@ -124,10 +124,7 @@ template <LogitSource S, AnyLogitsProcessor P>
       // As in HF: the first step's beams are the prompt, all but the first a -1e9 placeholder.
       for (std::size_t b = 0; b < gs; ++b) {
         beam x{token_tree::root, 0, b == 0 ? 0.0f : beam_placeholder_score, driver.start_handle(p), p, st, {}};
-        if (reads) {
-          x.context.reserve(prompt.size() + bo.stop.max_new_tokens);
-          x.context.assign(prompt.begin(), prompt.end());
-        }
+        if (reads) x.context.assign(prompt.begin(), prompt.end());
         s.groups[g].running.push_back(std::move(x));
       }
     }
@@ -154,6 +151,7 @@ template <LogitSource S, AnyLogitsProcessor P>
     const std::size_t generated = step + 1;  // length of every candidate
     const bool last = generated >= bo.stop.max_new_tokens;
     const float denom = length_normaliser(generated, bo.length_penalty);
+    if (!reads) blank.resize(step);
 
     for (std::size_t p = 0; p < ps.size(); ++p) {
       prompt_search& s = ps[p];
@@ -170,7 +168,7 @@ template <LogitSource S, AnyLogitsProcessor P>
         base.clear();
         for (const beam& b : gr.running) {
           const auto row = view.row(b.row);
-          const auto tokens = reads ? std::span<const token_id>(b.context) : std::span<const token_id>(blank).first(step);
+          const auto tokens = reads ? std::span<const token_id>(b.context) : std::span<const token_id>(blank);
           sub.push_back(prep.prepare(row, b.row, tokens, reads ? s.prompt_length : 0, b.state, step, p));
           rows.push_back(row);
           base.push_back(b.score);
@@ -235,7 +233,12 @@ template <LogitSource S, AnyLogitsProcessor P>
           const bool take = --children_left[n.parent] == 0;
           beam nb{n.node, n.token, n.score, parent.h, 0, take ? std::move(parent.state) : parent.state, {}};
           if (reads) {
-            nb.context = take ? std::move(parent.context) : parent.context;
+            if (take) {
+              nb.context = std::move(parent.context);
+            } else {  // with the parent's capacity, so that the push_back rarely reallocates
+              nb.context.reserve(parent.context.capacity());
+              nb.context.assign(parent.context.begin(), parent.context.end());
+            }
             nb.context.push_back(n.token);
           }
           if constexpr (StatefulLogitsProcessor<P>) user.advance(nb.state, n.token);

@@ -219,7 +219,6 @@ void stochastic_search(beam_driver<S>& driver, const stochastic_beam_options& op
   token_tree tree;
   workspace ws;
   if constexpr (reads) ws.reserve(vocab);
-  const std::vector<token_id> blank(reads ? 0 : opts.stop.max_new_tokens, token_id{0});
   std::vector<prompt_search> ps(np);
   for (std::size_t p = 0; p < np; ++p) {
     const auto prompt = driver.start_tokens(p);
@@ -229,10 +228,7 @@ void stochastic_search(beam_driver<S>& driver, const stochastic_beam_options& op
     root.h = driver.start_handle(p);
     root.row = p;
     if constexpr (StatefulLogitsProcessor<P>) root.state = user.start(prompt);
-    if constexpr (reads) {
-      root.context.reserve(prompt.size() + opts.stop.max_new_tokens);
-      root.context.assign(prompt.begin(), prompt.end());
-    }
+    if constexpr (reads) root.context.assign(prompt.begin(), prompt.end());
     ps[p].prompt_length = prompt.size();
     ps[p].items.push_back(std::move(root));
   }
@@ -268,10 +264,8 @@ void stochastic_search(beam_driver<S>& driver, const stochastic_beam_options& op
         const auto row = view.row(it.row);
         if (eos_masked)
           for (token_id e : opts.stop.eos_token_id) row[static_cast<std::size_t>(e)] = masked_logit;
-        if constexpr (!processor_is_identity<P>) {
-          const step_context ctx{reads ? std::span<const token_id>(it.context)
-                                       : std::span<const token_id>(blank).first(step),
-                                 reads ? s.prompt_length : 0, &ws};
+        if constexpr (reads) {
+          const step_context ctx{it.context, s.prompt_length, &ws};
           if constexpr (StatefulLogitsProcessor<P>)
             user.apply(row, ctx, std::as_const(it.state));
           else
@@ -339,7 +333,12 @@ void stochastic_search(beam_driver<S>& driver, const stochastic_beam_options& op
           n.state = take ? std::move(parent.state) : parent.state;
           if constexpr (StatefulLogitsProcessor<P>) user.advance(n.state, c.token);
           if constexpr (reads) {
-            n.context = take ? std::move(parent.context) : parent.context;
+            if (take) {
+              n.context = std::move(parent.context);
+            } else {  // with the parent's capacity, so that the push_back rarely reallocates
+              n.context.reserve(parent.context.capacity());
+              n.context.assign(parent.context.begin(), parent.context.end());
+            }
             n.context.push_back(c.token);
           }
         }

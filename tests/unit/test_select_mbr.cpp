@@ -67,7 +67,7 @@ std::vector<tokens> noisy_copies(std::size_t n, std::size_t len, std::uint64_t s
 
 tokens bytes_of(const std::string& s) {
   tokens t;
-  for (unsigned char c : s) t.push_back(c);
+  for (char c : s) t.push_back(static_cast<unsigned char>(c));
   return t;
 }
 

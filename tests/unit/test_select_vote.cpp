@@ -131,7 +131,7 @@ TEST_CASE("tally_votes: no answer at all, and bad weights") {
 TEST_CASE("Beta criterion: exact binomial form equals the integral of the Beta posterior") {
   CHECK(itscale::beta_stop_probability(4, 0) == doctest::Approx(31.0 / 32).epsilon(1e-14));
   CHECK(itscale::beta_stop_probability(1, 0) == doctest::Approx(0.75).epsilon(1e-14));
-  for (std::size_t a : {1, 2, 3, 5, 8, 13, 20, 40})
+  for (std::size_t a : {1u, 2u, 3u, 5u, 8u, 13u, 20u, 40u})
     for (std::size_t b = 0; b <= a; b += 1 + a / 4) {
       INFO("a = " << a << ", b = " << b);
       CHECK(itscale::beta_stop_probability(a, b) ==

@@ -43,7 +43,6 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -73,6 +72,63 @@ concept MbrUtility = requires(U& u, const U& cu, std::span<const std::span<const
 
 namespace detail {
 
+/// Dense ids for keys in order of first appearance: an open-addressing table (linear probing,
+/// power-of-two capacity, at most half full) — the `prepare` step of the utilities inserts every
+/// token or n-gram of every candidate, and std::unordered_map's node per key made that step
+/// slower than the whole N x N loop.
+template <class Key, class Hash>
+class flat_id_map {
+ public:
+  /// Sizes the table for about `n` distinct keys (it grows past that anyway).
+  void reset(std::size_t n) {
+    std::size_t cap = 16;
+    while (cap < 2 * n) cap *= 2;
+    slots_.assign(cap, slot{});
+    size_ = 0;
+  }
+  /// The id of `k`, a new one (= the number of keys so far) if it was absent.
+  std::uint32_t id(const Key& k) {
+    if (2 * (size_ + 1) > slots_.size()) grow();
+    const std::size_t mask = slots_.size() - 1;
+    for (std::size_t p = Hash{}(k) & mask;; p = (p + 1) & mask) {
+      slot& s = slots_[p];
+      if (!s.used) {
+        s = {k, static_cast<std::uint32_t>(size_), true};
+        return static_cast<std::uint32_t>(size_++);
+      }
+      if (s.key == k) return s.id;
+    }
+  }
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+
+ private:
+  struct slot {
+    Key key{};
+    std::uint32_t id = 0;
+    bool used = false;
+  };
+  void grow() {
+    std::vector<slot> old(std::max<std::size_t>(32, slots_.size() * 2));
+    old.swap(slots_);
+    const std::size_t mask = slots_.size() - 1;
+    for (const slot& s : old)
+      if (s.used) {
+        std::size_t p = Hash{}(s.key) & mask;
+        while (slots_[p].used) p = (p + 1) & mask;
+        slots_[p] = s;
+      }
+  }
+  std::vector<slot> slots_;
+  std::size_t size_ = 0;
+};
+
+struct token_hash {
+  std::size_t operator()(token_id t) const noexcept {
+    std::uint64_t x = static_cast<std::uint64_t>(static_cast<std::uint32_t>(t)) * 0x9E3779B97F4A7C15ull;
+    return static_cast<std::size_t>(x ^ (x >> 32));
+  }
+};
+
 /// Candidates re-coded over dense token ids [0, distinct): the shared first step of the
 /// token-level utilities.
 struct dense_tokens {
@@ -81,11 +137,15 @@ struct dense_tokens {
   std::size_t distinct = 0;
 
   void build(std::span<const std::span<const token_id>> cands) {
-    std::unordered_map<token_id, std::uint32_t> map;
+    std::size_t total = 0;
+    for (const auto& c : cands) total += c.size();
+    flat_id_map<token_id, token_hash> map;
+    map.reset(total / 2);
     ids.clear();
+    ids.reserve(total);
     offset.assign(1, 0);
     for (const auto& c : cands) {
-      for (token_id t : c) ids.push_back(map.try_emplace(t, static_cast<std::uint32_t>(map.size())).first->second);
+      for (token_id t : c) ids.push_back(map.id(t));
       offset.push_back(ids.size());
     }
     distinct = map.size();
@@ -363,18 +423,10 @@ class chrf {
   }
 
   void prepare(std::span<const std::span<const token_id>> cands) {
-    struct key {
-      std::uint64_t lo, hi;
-      bool operator==(const key&) const = default;
-    };
-    struct key_hash {
-      std::size_t operator()(const key& k) const noexcept {
-        return static_cast<std::size_t>((k.lo * 0x9E3779B97F4A7C15ull) ^ (k.hi + 0x632BE59BD9B4E019ull + (k.lo >> 29)));
-      }
-    };
-    std::unordered_map<key, std::uint32_t, key_hash> ids;
+    detail::flat_id_map<ngram_key, ngram_hash> ids;
+    ids.reset(1024);
     std::vector<char32_t> cps;
-    std::vector<std::uint32_t> grams;
+    std::vector<std::uint32_t> grams, tally;
     entries_.clear();
     offset_.assign(1, 0);
     totals_.assign(cands.size() * order_, 0);
@@ -386,21 +438,24 @@ class chrf {
         grams.clear();
         for (std::size_t s = 0; s + n <= cps.size(); ++s) {
           // Exact key: up to 6 code points + 1 (21 bits each, 0 = absent), three per word.
-          key k{0, 0};
+          ngram_key k{0, 0};
           for (std::size_t q = 0; q < n; ++q) {
             const std::uint64_t v = static_cast<std::uint64_t>(cps[s + q]) + 1;
             if (q < 3) k.lo |= v << (21 * q);
             else k.hi |= v << (21 * (q - 3));
           }
-          grams.push_back(ids.try_emplace(k, static_cast<std::uint32_t>(ids.size())).first->second);
+          grams.push_back(ids.id(k));
         }
         totals_[c * order_ + n - 1] = grams.size();
-        std::sort(grams.begin(), grams.end());
-        for (std::size_t k = 0; k < grams.size();) {
-          std::size_t e = k;
-          while (e < grams.size() && grams[e] == grams[k]) ++e;
-          entries_.push_back({grams[k], static_cast<std::uint32_t>(e - k)});
-          k = e;
+        // Distinct ids with their counts, in order of first appearance (no sort: the pair loop
+        // reads them in any order).
+        if (tally.size() < ids.size()) tally.resize(2 * ids.size(), 0);
+        const std::size_t first = entries_.size();
+        for (std::uint32_t g : grams)
+          if (tally[g]++ == 0) entries_.push_back({g, 0});
+        for (std::size_t k = first; k < entries_.size(); ++k) {
+          entries_[k].count = tally[entries_[k].id];
+          tally[entries_[k].id] = 0;
         }
         offset_.push_back(entries_.size());
       }
@@ -439,6 +494,21 @@ class chrf {
 
  private:
   static constexpr std::size_t none = static_cast<std::size_t>(-1);
+  struct ngram_key {
+    std::uint64_t lo, hi;
+    bool operator==(const ngram_key&) const = default;
+  };
+  struct ngram_hash {
+    std::size_t operator()(const ngram_key& k) const noexcept {
+      // murmur3's 64-bit finaliser over both words: linear probing needs every bit mixed.
+      std::uint64_t x = k.lo ^ (k.hi * 0xC2B2AE3D27D4EB4Full);
+      x ^= x >> 33;
+      x *= 0xFF51AFD7ED558CCDull;
+      x ^= x >> 33;
+      x *= 0xC4CEB9FE1A85EC53ull;
+      return static_cast<std::size_t>(x ^ (x >> 33));
+    }
+  };
   void load(std::size_t i) noexcept {
     if (row_ != none)
       for (std::size_t k = offset_[row_ * order_]; k < offset_[(row_ + 1) * order_]; ++k) count_[entries_[k].id] = 0;

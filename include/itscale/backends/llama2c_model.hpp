@@ -4,8 +4,9 @@
 /// pairs (2i, 2i+1) with theta 10000, grouped-query attention (query head h reads kv head
 /// h / (n_heads / n_kv_heads)), SwiGLU MLP, tied or separate classifier.
 ///
-/// Batched: `prefill` evaluates the whole prompt in one pass, and `extend` evaluates its n new
-/// tokens together. The n (or prompt-length) hidden states are the rows of one matrix, so every
+/// Batched: `prefill` evaluates the whole prompt in one pass, `extend` evaluates its n new
+/// tokens together, and `extend_span` (teacher forcing, `ScoringLogitSource`) evaluates a span
+/// appended to a fork of its parent in one pass, as a prompt that continues the parent. The n (or prompt-length) hidden states are the rows of one matrix, so every
 /// weight is one matrix product across the batch; only attention runs per row, over that row's
 /// own sequence in the paged KV cache (see paged_kv_cache.hpp: forks share blocks, copy-on-write).
 ///
@@ -156,6 +157,44 @@ class llama2c_model {
     std::copy(made.begin(), made.end(), children.begin());
     rows_ = n;
   }
+
+  /// Teacher forcing (`ScoringLogitSource`): one new sequence = `parent + tokens`, evaluated as one
+  /// batch like a prompt (positions `length(parent) .. length(parent) + n - 1`, each attending
+  /// causally over the parent's cached keys/values and the span's earlier tokens), continuing a
+  /// fork of the parent (which stays valid and unchanged: its blocks are shared, copy-on-write).
+  /// `logits()` then shows n rows, row i = the next-token logits after `parent + tokens[0..i]`;
+  /// they equal the rows of n single-token extends up to the batch rounding of the file comment.
+  /// `invalid_input` for an empty span, a token outside the vocabulary, a dead parent, or a
+  /// result longer than seq_len (`capacity().max_context`). All-or-nothing.
+  handle extend_span(handle parent, std::span<const token_id> tokens) {
+    if (tokens.empty()) throw invalid_input("itscale: extend_span needs at least one token");
+    detail::check_tokens(tokens, vocab_size(), "tokens");
+    if (!cache_.is_live(parent))
+      throw invalid_input("itscale: extend_span: parent = " + std::to_string(parent) + " is not a live handle");
+    const std::size_t len = cache_.length(parent);
+    if (tokens.size() > cache_.max_tokens() - len)
+      throw invalid_input("itscale: extend_span: parent of " + std::to_string(len) + " tokens + " +
+                          std::to_string(tokens.size()) + " tokens exceeds seq_len = " +
+                          std::to_string(cache_.max_tokens()) + ", the model's context");
+    rows_ = 0;
+    const handle s = cache_.fork(parent);
+    try {
+      const std::size_t pos = cache_.grow(s, tokens.size());
+      batch_.clear();
+      for (std::size_t i = 0; i < tokens.size(); ++i) batch_.push_back({s, pos + i, tokens[i], 0});
+      forward(/*all_rows=*/true);
+    } catch (...) {
+      cache_.release(s);
+      throw;
+    }
+    rows_ = tokens.size();
+    return s;
+  }
+
+  /// `SourceWithCapacity`: `max_context` = the checkpoint's seq_len (the longest sequence: RoPE
+  /// table and cache depth); `max_live_sequences` = 0, unbounded: the paged cache holds as many
+  /// sequences as memory allows (shared prefixes stored once, see `memory()`).
+  [[nodiscard]] source_capacity capacity() const noexcept { return {0, cache_.max_tokens()}; }
 
   [[nodiscard]] logits_view logits() noexcept { return {logits_.data(), rows_, vocab_size()}; }
 
@@ -384,7 +423,8 @@ class llama2c_model {
   std::size_t rows_ = 0;
 };
 
-static_assert(LogitSource<llama2c_model>);
+static_assert(ScoringLogitSource<llama2c_model>);
+static_assert(SourceWithCapacity<llama2c_model>);
 
 }  // namespace v0
 }  // namespace itscale

@@ -18,10 +18,7 @@
 #include <itscale/backends/llama2c_checkpoint.hpp>
 #include <itscale/backends/llama2c_model.hpp>
 
-#if __has_include("source_suite.hpp")
-#include "source_suite.hpp"
-#define ITSCALE_TEST_HAVE_SOURCE_SUITE 1
-#endif
+#include <itscale/testing/source_suite.hpp>
 
 namespace {
 
@@ -147,9 +144,7 @@ TEST_CASE("llama2c synthetic model: logits are finite, the context limit holds, 
   }
   CHECK_THROWS_AS(itscale::llama2c_model(w, {.kv_block_tokens = 0}), itscale::invalid_option);
   CHECK_THROWS_AS(itscale::llama2c_model(nullptr), itscale::invalid_input);
-#ifdef ITSCALE_TEST_HAVE_SOURCE_SUITE
   // Block size 3 puts block boundaries inside the suite's short prefixes.
-  itscale_test::check_logit_source([&] { return itscale::llama2c_model(w, {.kv_block_tokens = 3}); },
-                                   {.tolerance = 1e-4f});
-#endif
+  itscale::testing::check_logit_source([&] { return itscale::llama2c_model(w, {.kv_block_tokens = 3}); },
+                                       {.tolerance = 1e-4f});
 }

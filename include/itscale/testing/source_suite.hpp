@@ -1,14 +1,24 @@
 #pragma once
-// The concept test-suite every `LogitSource` backend runs: the lifetime and validity rules of
-// itscale/core/logit_source.hpp, checked through the concept alone.
-//
-//     TEST_CASE("my backend models LogitSource") {
-//       itscale_test::check_logit_source([] { return my_backend(...); });
-//     }
-//
-// `make_source()` must return a fresh source each call (equal sources for equal calls): the suite
-// uses separate instances as the reference ("a fresh prefill of the whole prefix"), so state
-// that leaks from one sequence into another shows up as a difference.
+/// \file source_suite.hpp
+/// The concept test-suite every `LogitSource` backend runs: the lifetime and validity rules of
+/// itscale/core/logit_source.hpp, checked through the concept alone.
+///
+/// **Needs doctest** (https://github.com/doctest/doctest, 2.4+): this header includes
+/// `<doctest/doctest.h>` and reports through CHECK/REQUIRE, so it is for your test binary only
+/// (one of its translation units defines the doctest main, as usual). `<itscale/search.hpp>` does
+/// not include it. Run it on your own backend:
+///
+///     #include <itscale/testing/source_suite.hpp>
+///
+///     TEST_CASE("my backend models LogitSource") {
+///       itscale::testing::check_logit_source([] { return my_backend(...); });
+///     }
+///
+/// `make_source()` must return a fresh source each call (equal sources for equal calls): the suite
+/// uses separate instances as the reference ("a fresh prefill of the whole prefix"), so state
+/// that leaks from one sequence into another shows up as a difference. When the source has a
+/// `live_handles()` member the suite also checks that every call leaves exactly the handles it
+/// should (no leak on any path, exceptions included).
 
 #include <doctest/doctest.h>
 
@@ -19,6 +29,7 @@
 #include <limits>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -27,9 +38,9 @@
 #include "itscale/core/types.hpp"
 #include "itscale/kernels/reduce.hpp"
 
-namespace itscale_test {
-
-using itscale::token_id;
+namespace itscale {
+inline namespace v0 {
+namespace testing {
 
 struct source_suite_options {
   /// The prompt the suite starts from; empty: {1, 2, 3} taken modulo the vocabulary.
@@ -40,7 +51,7 @@ struct source_suite_options {
   float tolerance = 0.0f;
 };
 
-namespace suite_detail {
+namespace detail {
 
 using row = std::vector<float>;
 
@@ -59,7 +70,7 @@ std::size_t live(const S& s) {
 /// Copies every row of the current logits view.
 template <class S>
 std::vector<row> copy_rows(S& s) {
-  const itscale::logits_view v = s.logits();
+  const logits_view v = s.logits();
   std::vector<row> out;
   for (std::size_t i = 0; i < v.rows; ++i) {
     const auto r = v.row(i);
@@ -98,15 +109,15 @@ inline std::string show(const std::vector<token_id>& p) {
   return s + "]";
 }
 
-}  // namespace suite_detail
+}  // namespace detail
 
 /// Runs every check of the suite on sources made by `make_source`.
 template <class Make>
 void check_logit_source(Make make_source, source_suite_options opt = {}) {
-  using namespace suite_detail;
+  using namespace detail;
   using S = std::decay_t<decltype(make_source())>;
   using H = typename S::handle;
-  static_assert(itscale::LogitSource<S>);
+  static_assert(LogitSource<S>);
 
   const std::size_t V = make_source().vocab_size();
   REQUIRE(V >= 1);
@@ -127,7 +138,7 @@ void check_logit_source(Make make_source, source_suite_options opt = {}) {
     CHECK(v.rows == 1);
     CHECK(v.vocab == V);
     REQUIRE(v.data != nullptr);
-    CHECK(itscale::kernels::find_invalid(v.row(0)) == itscale::kernels::npos);
+    CHECK(kernels::find_invalid(v.row(0)) == kernels::npos);
     CHECK(live(s) == (has_live_handles<S> ? 1u : 0u));
     // The same prompt twice gives two handles with the same row.
     const row first = copy_rows(s).at(0);
@@ -258,14 +269,14 @@ void check_logit_source(Make make_source, source_suite_options opt = {}) {
                                  std::numeric_limits<token_id>::min()};
     for (token_id bad : extremes) {
       CAPTURE(bad);
-      CHECK_THROWS_AS((void)s.prefill(std::vector<token_id>{bad}), itscale::invalid_input);
-      CHECK_THROWS_AS((void)s.prefill(std::vector<token_id>{tok(0), bad, tok(1)}), itscale::invalid_input);
+      CHECK_THROWS_AS((void)s.prefill(std::vector<token_id>{bad}), invalid_input);
+      CHECK_THROWS_AS((void)s.prefill(std::vector<token_id>{tok(0), bad, tok(1)}), invalid_input);
       std::vector<H> one(1);
-      CHECK_THROWS_AS(s.extend(std::vector<H>{p}, std::vector<token_id>{bad}, one), itscale::invalid_input);
+      CHECK_THROWS_AS(s.extend(std::vector<H>{p}, std::vector<token_id>{bad}, one), invalid_input);
       // A batch with one bad token is rejected whole: the good child is not created either.
       std::vector<H> two(2);
       CHECK_THROWS_AS(s.extend(std::vector<H>{p, p}, std::vector<token_id>{a, bad}, two),
-                      itscale::invalid_input);
+                      invalid_input);
       CHECK(live(s) == live_before);
     }
     // The parent still works and gives the right rows.
@@ -284,13 +295,13 @@ void check_logit_source(Make make_source, source_suite_options opt = {}) {
     const H p = s.prefill(prompt);
     const std::size_t live_before = live(s);
     std::vector<H> one(1), two(2);
-    CHECK_THROWS_AS(s.extend(std::vector<H>{p, p}, std::vector<token_id>{a}, two), itscale::invalid_input);
-    CHECK_THROWS_AS(s.extend(std::vector<H>{p}, std::vector<token_id>{a, b}, one), itscale::invalid_input);
-    CHECK_THROWS_AS(s.extend(std::vector<H>{p}, std::vector<token_id>{a}, two), itscale::invalid_input);
-    CHECK_THROWS_AS(s.extend(std::vector<H>{p, p}, std::vector<token_id>{a, b}, one), itscale::invalid_input);
+    CHECK_THROWS_AS(s.extend(std::vector<H>{p, p}, std::vector<token_id>{a}, two), invalid_input);
+    CHECK_THROWS_AS(s.extend(std::vector<H>{p}, std::vector<token_id>{a, b}, one), invalid_input);
+    CHECK_THROWS_AS(s.extend(std::vector<H>{p}, std::vector<token_id>{a}, two), invalid_input);
+    CHECK_THROWS_AS(s.extend(std::vector<H>{p, p}, std::vector<token_id>{a, b}, one), invalid_input);
     CHECK_THROWS_AS(s.extend(std::span<const H>(), std::span<const token_id>(), std::span<H>()),
-                    itscale::invalid_input);
-    CHECK_THROWS_AS((void)s.prefill(std::span<const token_id>()), itscale::invalid_input);
+                    invalid_input);
+    CHECK_THROWS_AS((void)s.prefill(std::span<const token_id>()), invalid_input);
     CHECK(live(s) == live_before);
     s.release(p);
     CHECK(live(s) == 0);
@@ -342,4 +353,6 @@ void check_logit_source(Make make_source, source_suite_options opt = {}) {
   }
 }
 
-}  // namespace itscale_test
+}  // namespace testing
+}  // namespace v0
+}  // namespace itscale

@@ -1,7 +1,10 @@
 #pragma once
 /// \file source_suite.hpp
 /// The concept test-suite every `LogitSource` backend runs: the lifetime and validity rules of
-/// itscale/core/logit_source.hpp, checked through the concept alone.
+/// itscale/core/logit_source.hpp, checked through the concept alone, plus the optional
+/// capabilities the source models (`ScoringLogitSource`: `extend_span` against single-token
+/// extends and fresh prefills, all-or-nothing, handle hygiene; `SourceWithCapacity`: the declared
+/// limits hold), and the free `extend_span` / `sequence_logprobs` of itscale/core/scoring.hpp on it.
 ///
 /// **Needs doctest** (https://github.com/doctest/doctest, 2.4+): this header includes
 /// `<doctest/doctest.h>` and reports through CHECK/REQUIRE, so it is for your test binary only
@@ -35,6 +38,7 @@
 
 #include "itscale/core/errors.hpp"
 #include "itscale/core/logit_source.hpp"
+#include "itscale/core/scoring.hpp"
 #include "itscale/core/types.hpp"
 #include "itscale/kernels/reduce.hpp"
 
@@ -49,6 +53,12 @@ struct source_suite_options {
   /// prefill of the same prefix. 0 demands bitwise equality (deterministic backends); a backend
   /// whose batched and single-sequence kernels round differently passes a small tolerance.
   float tolerance = 0.0f;
+  /// A `SourceWithCapacity` whose `max_context` is at most this gets its context limit exercised
+  /// (a sequence of exactly `max_context` tokens, then one token more); a longer context is only
+  /// checked for consistency, to keep the suite fast.
+  std::size_t max_context_checked = 4096;
+  /// Likewise for `max_live_sequences`: up to this many live handles are made at once.
+  std::size_t max_live_checked = 256;
 };
 
 namespace detail {
@@ -101,6 +111,47 @@ inline bool close(const row& a, const row& b, float tol) {
 inline std::vector<token_id> plus(std::vector<token_id> p, token_id t) {
   p.push_back(t);
   return p;
+}
+
+inline std::vector<token_id> plus(std::vector<token_id> p, std::span<const token_id> more) {
+  p.insert(p.end(), more.begin(), more.end());
+  return p;
+}
+
+/// 1 when `r` holds a NaN or +inf (a logit no source may return), else 0.
+inline std::size_t find_invalid_count(const row& r) {
+  return kernels::find_invalid(r) == kernels::npos ? 0u : 1u;
+}
+
+/// log_softmax(row)[t] in double: the reference of `sequence_logprobs`.
+inline double log_softmax_at(const row& r, token_id t) {
+  const double x = r.at(static_cast<std::size_t>(t));
+  if (x == -std::numeric_limits<double>::infinity()) return x;
+  double mx = -std::numeric_limits<double>::infinity();
+  for (float v : r) mx = std::max(mx, double{v});
+  double sum = 0;
+  for (float v : r) sum += std::exp(double{v} - mx);
+  return x - (mx + std::log(sum));
+}
+
+/// The rows of `tokens` forced after `parent` one `extend` at a time (the definition
+/// `extend_span` must agree with); every handle it makes is released.
+template <class S>
+std::vector<row> single_extend_rows(S& s, typename S::handle parent, std::span<const token_id> tokens) {
+  using H = typename S::handle;
+  std::vector<row> out;
+  H cur = parent;
+  bool own = false;
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    H child{};
+    s.extend(std::span<const H>(&cur, 1), tokens.subspan(i, 1), std::span<H>(&child, 1));
+    if (own) s.release(cur);
+    cur = child;
+    own = true;
+    out.push_back(copy_rows(s).at(0));
+  }
+  if (own) s.release(cur);
+  return out;
 }
 
 inline std::string show(const std::vector<token_id>& p) {
@@ -350,6 +401,259 @@ void check_logit_source(Make make_source, source_suite_options opt = {}) {
     }
     for (const node& n : frontier) s.release(n.h);
     CHECK(live(s) == 0);
+  }
+
+  // The context left after the prompt (the suite's longest sequences stay under it).
+  const source_capacity cap = capacity_of(make_source());
+  const std::size_t room = cap.max_context == 0 ? std::size_t{64}
+                           : cap.max_context > prompt.size() ? cap.max_context - prompt.size()
+                                                             : 0;
+
+  // --- extend_span (ScoringLogitSource): rows, handles, all-or-nothing -----------------------
+  if constexpr (ScoringLogitSource<S>) {
+    INFO("extend_span");
+    if (room < 5) {
+      MESSAGE("extend_span checks skipped: max_context " << cap.max_context << " leaves " << room
+                                                         << " tokens after the prompt");
+    } else {
+      auto s = make_source();
+      const H p = s.prefill(prompt);
+      const std::size_t live0 = live(s);
+      // Spans of 1, 2, 7 and up to 20 tokens (20 crosses KV-block boundaries for most block sizes),
+      // leaving room for one more token after them.
+      for (std::size_t len : {std::size_t{1}, std::size_t{2}, std::size_t{7}, std::size_t{20}}) {
+        len = std::min(len, room - 1);
+        CAPTURE(len);
+        std::vector<token_id> span(len);
+        for (std::size_t i = 0; i < len; ++i) span[i] = tok(3 * i + len);
+        const H h = s.extend_span(p, span);
+        CHECK(h != p);
+        CHECK(live(s) == live0 + (has_live_handles<S> ? 1u : 0u));
+        const logits_view v = s.logits();
+        REQUIRE(v.rows == len);
+        CHECK(v.vocab == V);
+        REQUIRE(v.data != nullptr);
+        const auto rows = copy_rows(s);
+        std::size_t invalid = 0;
+        for (const row& r : rows) invalid += find_invalid_count(r);
+        CHECK(invalid == 0);
+        // Row i = a fresh prefill of prompt + span[0..i] = the i-th of single-token extends.
+        const auto singles = single_extend_rows(s, p, span);
+        for (std::size_t i = 0; i < len; ++i) {
+          CAPTURE(i);
+          const auto prefix = plus(prompt, std::span<const token_id>(span).first(i + 1));
+          CHECK(close(rows[i], fresh_row(make_source, prefix), tol));
+          CHECK(close(rows[i], singles[i], tol));
+        }
+        CHECK(live(s) == live0 + (has_live_handles<S> ? 1u : 0u));
+        // The new handle holds the whole span: extending it continues after the last token.
+        H next{};
+        s.extend(std::span<const H>(&h, 1), std::vector<token_id>{d}, std::span<H>(&next, 1));
+        CHECK(close(copy_rows(s).at(0), fresh_row(make_source, plus(plus(prompt, span), d)), tol));
+        // The parent is unchanged.
+        H sib{};
+        s.extend(std::span<const H>(&p, 1), std::vector<token_id>{a}, std::span<H>(&sib, 1));
+        CHECK(close(copy_rows(s).at(0), fresh_row(make_source, plus(prompt, a)), tol));
+        for (H x : {h, next, sib}) s.release(x);
+        CHECK(live(s) == live0);
+      }
+
+      // The same span twice from one parent: two independent handles with identical rows.
+      {
+        const std::vector<token_id> span = {b, c, d};
+        const H h1 = s.extend_span(p, span);
+        const auto rows1 = copy_rows(s);
+        const H h2 = s.extend_span(p, span);
+        const auto rows2 = copy_rows(s);
+        CHECK(h1 != h2);
+        REQUIRE(rows1.size() == 3);
+        REQUIRE(rows2.size() == 3);
+        for (std::size_t i = 0; i < 3; ++i) CHECK(close(rows1[i], rows2[i], 0.0f));
+        // Extending one does not move the other.
+        H g1{};
+        s.extend(std::span<const H>(&h1, 1), std::vector<token_id>{a}, std::span<H>(&g1, 1));
+        s.release(h1);
+        H g2{};
+        s.extend(std::span<const H>(&h2, 1), std::vector<token_id>{b}, std::span<H>(&g2, 1));
+        CHECK(close(copy_rows(s).at(0), fresh_row(make_source, plus(plus(prompt, span), b)), tol));
+        for (H x : {h2, g1, g2}) s.release(x);
+        CHECK(live(s) == live0);
+      }
+
+      // A child of the parent already wrote after the parent's last token (a KV cache shares
+      // that block): a span from the parent must not disturb the child, nor read its token.
+      // Then a span of a span, with its parent released first.
+      {
+        H child{};
+        s.extend(std::span<const H>(&p, 1), std::vector<token_id>{a}, std::span<H>(&child, 1));
+        const std::vector<token_id> span = {b, c};
+        const H h1 = s.extend_span(p, span);
+        const auto rows1 = copy_rows(s);
+        REQUIRE(rows1.size() == 2);
+        CHECK(close(rows1[1], fresh_row(make_source, plus(prompt, span)), tol));
+        H g{};
+        s.extend(std::span<const H>(&child, 1), std::vector<token_id>{d}, std::span<H>(&g, 1));
+        CHECK(close(copy_rows(s).at(0), fresh_row(make_source, plus(plus(prompt, a), d)), tol));
+        const std::vector<token_id> more = {d, a};
+        const H h2 = s.extend_span(h1, more);
+        s.release(h1);
+        const auto rows2 = copy_rows(s);
+        REQUIRE(rows2.size() == 2);
+        CHECK(close(rows2[0], fresh_row(make_source, plus(plus(prompt, span), d)), tol));
+        CHECK(close(rows2[1], fresh_row(make_source, plus(plus(prompt, span), more)), tol));
+        // Processors overwrite rows in place; the source must not read them back.
+        for (std::size_t i = 0; i < s.logits().rows; ++i)
+          for (float& x : s.logits().row(i)) x = 12345.0f;
+        const H h3 = s.extend_span(h2, std::vector<token_id>{b});
+        CHECK(close(copy_rows(s).at(0), fresh_row(make_source, plus(plus(plus(prompt, span), more), b)), tol));
+        for (H x : {child, g, h2, h3}) s.release(x);
+        CHECK(live(s) == live0);
+      }
+
+      // All-or-nothing: a bad token anywhere in the span, or an empty span, creates nothing.
+      {
+        const auto big = static_cast<token_id>(V);
+        const token_id extremes[] = {big, -1, std::numeric_limits<token_id>::max(),
+                                     std::numeric_limits<token_id>::min()};
+        for (token_id bad : extremes) {
+          CAPTURE(bad);
+          CHECK_THROWS_AS((void)s.extend_span(p, std::vector<token_id>{bad}), invalid_input);
+          CHECK_THROWS_AS((void)s.extend_span(p, std::vector<token_id>{bad, a, b}), invalid_input);
+          CHECK_THROWS_AS((void)s.extend_span(p, std::vector<token_id>{a, bad, b}), invalid_input);
+          CHECK_THROWS_AS((void)s.extend_span(p, std::vector<token_id>{a, b, bad}), invalid_input);
+          CHECK(live(s) == live0);
+        }
+        CHECK_THROWS_AS((void)s.extend_span(p, std::span<const token_id>()), invalid_input);
+        CHECK(live(s) == live0);
+        const H h = s.extend_span(p, std::vector<token_id>{c});
+        CHECK(close(copy_rows(s).at(0), fresh_row(make_source, plus(prompt, c)), tol));
+        s.release(h);
+      }
+
+      // Released span handles may be reused by the source without disturbing live ones.
+      {
+        const H keep = s.extend_span(p, std::vector<token_id>{a, b});
+        const H gone = s.extend_span(p, std::vector<token_id>{c, d, a});
+        s.release(gone);
+        const H again = s.extend_span(p, std::vector<token_id>{d});
+        CHECK(close(copy_rows(s).at(0), fresh_row(make_source, plus(prompt, d)), tol));
+        const H after = s.extend_span(keep, std::vector<token_id>{c});
+        CHECK(close(copy_rows(s).at(0), fresh_row(make_source, plus(plus(plus(prompt, a), b), c)), tol));
+        for (H x : {keep, again, after}) s.release(x);
+      }
+      s.release(p);
+      CHECK(live(s) == 0);
+    }
+  }
+
+  // --- the free extend_span and sequence_logprobs (itscale/core/scoring.hpp) on this source ----
+  // They use the member extend_span when the source has one, else single-token extends.
+  if (room >= 5) {
+    INFO("scoring.hpp");
+    auto s = make_source();
+    const H p = s.prefill(prompt);
+    const row prow = copy_rows(s).at(0);
+    const std::size_t live0 = live(s);
+    const std::vector<token_id> span = {c, a, d, b};
+    const span_extension<S> ext = extend_span(s, p, span);
+    CHECK(live(s) == live0 + (has_live_handles<S> ? 1u : 0u));
+    CHECK(ext.handle != p);
+    REQUIRE(ext.size() == span.size());
+    CHECK(ext.vocab == V);
+    for (std::size_t i = 0; i < span.size(); ++i) {
+      CAPTURE(i);
+      const row r(ext.row(i).begin(), ext.row(i).end());
+      CHECK(close(r, fresh_row(make_source, plus(prompt, std::span<const token_id>(span).first(i + 1))), tol));
+    }
+    H next{};
+    s.extend(std::span<const H>(&ext.handle, 1), std::vector<token_id>{a}, std::span<H>(&next, 1));
+    CHECK(close(copy_rows(s).at(0), fresh_row(make_source, plus(plus(prompt, span), a)), tol));
+    s.release(next);
+    s.release(ext.handle);
+    CHECK(live(s) == live0);
+    CHECK_THROWS_AS((void)extend_span(s, p, std::vector<token_id>{a, static_cast<token_id>(V)}), invalid_input);
+    CHECK_THROWS_AS((void)extend_span(s, p, std::span<const token_id>()), invalid_input);
+    CHECK(live(s) == live0);
+
+    // sequence_logprobs = log-softmax of each forced token, in double over fresh rows.
+    const std::vector<float> lp = sequence_logprobs(s, p, prow, span);
+    CHECK(live(s) == live0);
+    REQUIRE(lp.size() == span.size());
+    for (std::size_t i = 0; i < span.size(); ++i) {
+      CAPTURE(i);
+      const row r = i == 0 ? prow : fresh_row(make_source, plus(prompt, std::span<const token_id>(span).first(i)));
+      const double want = log_softmax_at(r, span[i]);
+      CHECK(std::fabs(double{lp[i]} - want) <= 2.0 * double{tol} + 1e-5 + 1e-6 * std::fabs(want));
+    }
+    const std::vector<float> one = sequence_logprobs(s, p, prow, std::span<const token_id>(span).first(1));
+    REQUIRE(one.size() == 1);
+    CHECK(one[0] == lp[0]);
+    CHECK_THROWS_AS((void)sequence_logprobs(s, p, prow, std::vector<token_id>{a, -1}), invalid_input);
+    CHECK(live(s) == live0);
+    s.release(p);
+    CHECK(live(s) == 0);
+  }
+
+  // --- capacity (SourceWithCapacity): the declared limits hold --------------------------------
+  if constexpr (SourceWithCapacity<S>) {
+    INFO("capacity");
+    auto s = make_source();
+    const source_capacity c0 = s.capacity();
+    CHECK(capacity_of(s) == c0);
+    CAPTURE(c0.max_context);
+    CAPTURE(c0.max_live_sequences);
+    // The suite has made sequences of prompt + 2 tokens all along.
+    CHECK((c0.max_context == 0 || c0.max_context >= prompt.size() + 2));
+    if (c0.max_context != 0 && c0.max_context <= opt.max_context_checked) {
+      const std::size_t n = c0.max_context;
+      std::vector<token_id> full(n);
+      for (std::size_t i = 0; i < n; ++i) full[i] = tok(i * 5 + 1);
+      // Exactly max_context tokens: accepted, with a valid row.
+      const H h = s.prefill(full);
+      const std::size_t live1 = live(s);
+      REQUIRE(s.logits().rows == 1);
+      CHECK(find_invalid_count(copy_rows(s).at(0)) == 0);
+      // One more: rejected, nothing created.
+      H kid{};
+      CHECK_THROWS_AS(s.extend(std::span<const H>(&h, 1), std::vector<token_id>{a}, std::span<H>(&kid, 1)),
+                      invalid_input);
+      CHECK_THROWS_AS((void)s.prefill(plus(full, a)), invalid_input);
+      CHECK(live(s) == live1);
+      if constexpr (ScoringLogitSource<S>) {
+        CHECK_THROWS_AS((void)s.extend_span(h, std::vector<token_id>{a}), invalid_input);
+        // A span that reaches the limit exactly works; one token longer does not.
+        if (n >= 4) {
+          const std::vector<token_id> head(full.begin(), full.end() - 3);
+          const H q = s.prefill(head);
+          const std::size_t live2 = live(s);
+          CHECK_THROWS_AS((void)s.extend_span(q, std::vector<token_id>{a, b, c, d}), invalid_input);
+          CHECK(live(s) == live2);
+          const std::vector<token_id> tail(full.end() - 3, full.end());
+          const H r = s.extend_span(q, tail);
+          const auto rows = copy_rows(s);
+          REQUIRE(rows.size() == 3);
+          CHECK(close(rows[2], fresh_row(make_source, full), tol));
+          s.release(q);
+          s.release(r);
+        }
+      }
+      s.release(h);
+      CHECK(live(s) == 0);
+    }
+    if (c0.max_live_sequences != 0 && c0.max_live_sequences <= opt.max_live_checked) {
+      // max_live_sequences handles at once.
+      std::vector<H> hs;
+      for (std::size_t i = 0; i < c0.max_live_sequences; ++i) hs.push_back(s.prefill(prompt));
+      std::size_t same = 0;
+      for (std::size_t i = 0; i < hs.size(); ++i)
+        for (std::size_t j = i + 1; j < hs.size(); ++j) same += hs[i] == hs[j] ? 1u : 0u;
+      CHECK(same == 0);
+      for (H h : hs) s.release(h);
+      CHECK(live(s) == 0);
+    }
+    CHECK(s.capacity() == c0);  // constant over the source's life
+  } else {
+    CHECK(capacity_of(make_source()) == source_capacity{});
   }
 }
 

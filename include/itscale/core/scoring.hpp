@@ -155,7 +155,8 @@ template <LogitSource S>
 ///
 /// Calls the source on `tokens` minus the last one (whose row is not needed), through
 /// `extend_span` as above, and releases what it created: no handle changes hands, `parent` stays
-/// valid, and a one-token span makes no source call.
+/// valid, and a one-token span makes no source call. So the source's context must hold
+/// `parent + tokens.size() - 1` tokens.
 ///
 /// Preconditions, checked (`invalid_input`): `tokens` non-empty with ids in `[0, vocab)`;
 /// `parent_row` of `vocab` entries, none NaN or +inf. `backend_error` for NaN / +inf logits from the

@@ -252,13 +252,14 @@ TEST_CASE("extend_span: an exception part-way releases every handle it made (mem
   const std::vector<token_id> prompt = {1, 2, 3};
   const auto pm = member.prefill(prompt);
   const auto pf = fallback.prefill(prompt);
+  const auto pf_row = row0(fallback.logits());
   // 3 + 4 tokens reaches length 6 inside the span.
   const std::vector<token_id> four = {4, 5, 6, 7};
   CHECK_THROWS_AS((void)itscale::extend_span(member, pm, four), model_down);
   CHECK_THROWS_AS((void)itscale::extend_span(fallback, pf, four), model_down);
   CHECK(member.live_handles() == 1);
   CHECK(fallback.live_handles() == 1);
-  CHECK_THROWS_AS((void)itscale::sequence_logprobs(fallback, pf, row0(fallback.logits()), std::vector<token_id>{4, 5, 6, 7, 8}),
+  CHECK_THROWS_AS((void)itscale::sequence_logprobs(fallback, pf, pf_row, std::vector<token_id>{4, 5, 6, 7, 8}),
                   model_down);
   CHECK(fallback.live_handles() == 1);
 

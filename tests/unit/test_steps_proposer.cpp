@@ -108,8 +108,10 @@ TEST_CASE("sampling_proposer: max_step_tokens cuts a step (not terminal); max_se
     auto root = prop.root(prompt);
     const items_of<decltype(prop)> items{{&root, 0, 0}};
     auto step1 = prop.propose(items, 4);
+    bool saw_cut = false;
     for (auto& c : step1[0]) {
       if (c.stop != itscale::stop_reason::max_new_tokens) continue;
+      saw_cut = true;
       CHECK(c.tokens.size() == 4);
       CHECK(!c.terminal);  // 3 + 4 = 7 < 9
       CHECK(prop.is_live(c.state));
@@ -129,6 +131,7 @@ TEST_CASE("sampling_proposer: max_step_tokens cuts a step (not terminal); max_se
       CHECK_THROWS_AS((void)prop.propose(deeper, 1), itscale::invalid_input);
       break;
     }
+    CHECK(saw_cut);
   }
   CHECK(lm.live_handles() == 0);
   {

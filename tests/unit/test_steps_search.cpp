@@ -414,6 +414,23 @@ TEST_CASE("step searches: bad options and bad answers are clear exceptions, and 
   CHECK(lm.live_handles() == 0);
 }
 
+TEST_CASE("the searches use nothing beyond the StepProposer and Verifier concepts (archetypes)") {
+  itscale::step_proposer_archetype p;
+  itscale::verifier_archetype v;
+  const tokens prompt{1};
+  const auto beam = itscale::step_beam_search(p, v, prompt, {.num_candidates = 4, .expansions = 2});
+  const auto dv = itscale::dvts(p, v, prompt, {.num_candidates = 4, .expansions = 2, .num_return_sequences = 2});
+  const auto reb = itscale::rebase(p, v, prompt, {.width = 4});
+  const auto bf = itscale::best_first_search(p, v, prompt, {}, {.max_live_handles = 16});
+  for (const auto* r : {&beam, &dv, &reb, &bf}) {
+    REQUIRE(!r->empty());
+    CHECK(r->front().tokens == tokens{0});
+    CHECK(r->front().stop == itscale::stop_reason::eos);
+    CHECK(r->status == itscale::run_status::completed);
+  }
+  CHECK(dv.size() == 2);  // one leaf per subtree
+}
+
 TEST_CASE("top_k_proposer drives a step search: token-level best-first search on the trap") {
   auto src = trap_source();
   auto vf = trap_verifier();

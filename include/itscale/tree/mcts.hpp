@@ -525,7 +525,9 @@ class mcts {
                          " candidate lists for a batch of " + std::to_string(batch.size()));
     std::size_t total = 0;
     for (const auto& l : got.lists) total += l.size();
-    nodes_.reserve(nodes_.size() + total);  // node pushes below cannot throw
+    // Node pushes below must not throw: room first (geometric, or the arena would be copied on
+    // every expansion).
+    if (nodes_.capacity() < nodes_.size() + total) nodes_.reserve(std::max(nodes_.size() + total, 2 * nodes_.capacity()));
     grow_scratch(nodes_.size() + total);
     res_->expansions += batch.size();
     for (std::size_t i = 0; i < batch.size(); ++i) adopt(batch[i], got.lists[i]);

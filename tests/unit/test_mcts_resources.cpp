@@ -297,3 +297,23 @@ TEST_CASE("options: every broken rule is an invalid_option naming it") {
   CHECK_THROWS_AS(itscale::mcts_search(p, v, tokens{}), itscale::invalid_input);
   CHECK(p.live == 0);
 }
+
+TEST_CASE("two nodes sharing a 32-bit stream key never share a proposer batch") {
+  // Root key 1475185945 (found by exhaustive search): its children 0 and 1 get the same key. With
+  // B = 2, round 2 expands both; the proposer (which rejects repeated ids, as the contract says)
+  // gets them in two batches of the same round.
+  const std::uint32_t root_key = 1475185945u;
+  const std::uint32_t shared = itscale::child_key(root_key, 0);
+  REQUIRE(itscale::child_key(root_key, 1) == shared);
+  toy_proposer p(uniform_tree(2, 3));
+  p.enumerate = true;
+  auto v = verifier_of([](span_t s, bool) { return double(s.back()) / 2.0; });
+  const auto r = itscale::mcts_search(p, v, prompt, {.simulations = 30, .leaves_per_round = 2, .samples_per_expansion = 2,
+                                                      .stream = root_key});
+  CHECK(r.simulations == 30);
+  bool split = false;
+  for (std::size_t i = 1; i < p.batches.size(); ++i)
+    split |= p.batches[i - 1] == std::vector<std::uint32_t>{shared} && p.batches[i] == std::vector<std::uint32_t>{shared};
+  CHECK(split);
+  CHECK(p.live == 0);
+}

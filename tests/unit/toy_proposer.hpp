@@ -67,6 +67,9 @@ class toy_proposer {
     maybe_throw();
     ++stats_.extend_calls;
     live_at_call.push_back(live);
+    for (std::size_t i = 0; i < batch.size(); ++i)  // the StepProposer contract: distinct ids in a batch
+      for (std::size_t j = 0; j < i; ++j)
+        if (batch[i].id == batch[j].id) throw std::logic_error("toy_proposer: two batch items share an id");
     batches.emplace_back();
     std::vector<std::vector<itscale::step_candidate<toy_state>>> out(batch.size());
     // Optionally process the items in reverse, to show that order inside a batch does not matter.

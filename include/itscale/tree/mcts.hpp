@@ -934,6 +934,8 @@ class mcts {
     live_extra_ = 0;
     root_ = no_node;
     to_expand_.clear();
+    std::fill(queued_.begin(), queued_.end(), std::uint8_t{0});  // an exception may leave marks
+    std::fill(pinned_.begin(), pinned_.end(), std::uint8_t{0});
   }
 
   // Drops the states left in candidate lists on every path (adopted ones were moved out).

@@ -214,6 +214,21 @@ TEST_CASE("virtual loss spreads the B leaves of a round over distinct paths") {
   }
 }
 
+TEST_CASE("with widening, a round's expansions go to the proposer in one batch") {
+  // Only the first path waits on a node being widened (later ones pass to its children), and a
+  // path resumes at a new child: no chain of one-item batches inside a round.
+  toy_proposer p(uniform_tree(50, 4));
+  p.enumerate = true;  // every sample a new step: no expansion comes back empty-handed
+  auto v = verifier_of([](span_t s, bool) { return double(s.back() % 10) / 9.0; });
+  const auto r = itscale::mcts_search(p, v, prompt, {.simulations = 400, .leaves_per_round = 8, .samples_per_expansion = 1,
+                                                      .widening = {.c = 1.5, .alpha = 0.5}});
+  std::size_t items = 0;
+  for (const auto& b : p.batches) items += b.size();
+  MESSAGE(r.rounds << " rounds, " << p.batches.size() << " proposer batches, " << items << " items");
+  CHECK(p.batches.size() <= r.rounds);
+  CHECK(double(items) / double(p.batches.size()) > 4);
+}
+
 TEST_CASE("tree reuse: commit keeps the chosen child's subtree and statistics, and releases the rest") {
   toy_proposer p(trap_rule());
   p.enumerate = true;

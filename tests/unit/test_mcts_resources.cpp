@@ -159,14 +159,23 @@ TEST_CASE("determinism: same seed same tree; B = 1 and B = 4 agree on every node
   // visited and how often (so, with widening, how many children and samples a node got). Without
   // widening, a search that expands a finite tree completely builds the same nodes, sample counts
   // included, for every B; the order of the proposer's work inside a batch changes nothing.
-  const auto content = [](const auto& m, bool with_counts) {
-    std::map<std::uint32_t, std::string> out;
+  struct content {
+    std::string step;  // tokens, log-prob, terminal flag (and the sample count without widening)
+    double value;      // NaN if never evaluated
+    std::vector<std::uint32_t> children;  // keys
+    bool operator==(const content& o) const {
+      return step == o.step && children == o.children && (value == o.value || (std::isnan(value) && std::isnan(o.value)));
+    }
+  };
+  const auto contents = [](const auto& m, bool with_counts) {
+    std::map<std::uint32_t, content> out;
     const auto nodes = m.nodes();
     for (const auto& n : nodes) {
-      std::string s = join(n.step) + "|" + std::to_string(n.logprob) + "|" + std::to_string(n.terminal) + "|" +
-                      std::to_string(n.value) + "|" + (with_counts ? std::to_string(n.count) : "") + "|";
-      for (auto c : n.children) s += std::to_string(nodes[c].key) + ",";
-      out[n.key] = s;
+      content c{join(n.step) + "|" + std::to_string(n.logprob) + "|" + std::to_string(n.terminal) + "|" +
+                    (with_counts ? std::to_string(n.count) : ""),
+                n.value, {}};
+      for (auto k : n.children) c.children.push_back(nodes[k].key);
+      out[n.key] = c;
     }
     return out;
   };
@@ -185,7 +194,7 @@ TEST_CASE("determinism: same seed same tree; B = 1 and B = 4 agree on every node
     auto m = std::make_unique<itscale::mcts<toy_proposer, decltype(v)>>(
         p, v, prompt, itscale::mcts_options{.simulations = sims, .leaves_per_round = B, .samples_per_expansion = 3, .widening = w});
     const auto r = m->search();
-    return std::tuple{content(*m, w.c == 0), fingerprint(*m, r), r.nodes};
+    return std::tuple{contents(*m, w.c == 0), fingerprint(*m, r), r.nodes};
   };
   // Full expansion (the tree has at most 1 + 4 + 16 + 64 nodes): the same nodes for B = 1, 4, 7.
   const auto [full1, fp1, n1] = run(1, 600, false);
@@ -199,21 +208,21 @@ TEST_CASE("determinism: same seed same tree; B = 1 and B = 4 agree on every node
   const auto [p4, pf4, pn4] = run(4, 23, false);
   const auto [p4r, pf4r, pn4r] = run(4, 23, true);
   CHECK(pf4 == pf4r);
-  // Partial searches, with widening: every node both trees hold is the same node.
+  // Partial searches, with widening: every node both trees hold has the same step, the same value
+  // where both evaluated it, and children of which one list is a prefix of the other.
   for (std::size_t sims : {10u, 25u, 60u}) {
     const auto [a, fa, na] = run(1, sims, false, {.c = 1, .alpha = 0.5});
     const auto [b, fb, nb] = run(4, sims, false, {.c = 1, .alpha = 0.5});
     std::size_t common = 0;
-    for (const auto& [key, s] : a) {
+    for (const auto& [key, x] : a) {
       const auto it = b.find(key);
       if (it == b.end()) continue;
       ++common;
-      // Same step, log-prob, terminal flag, value; one node's children are a prefix of the
-      // other's (widening admits in proposal order).
-      const auto cut = [](const std::string& x) { return x.substr(0, x.rfind('|')); };
-      CHECK(cut(s) == cut(it->second));
-      const std::string ca = s.substr(s.rfind('|') + 1), cb = it->second.substr(it->second.rfind('|') + 1);
-      CHECK((ca.rfind(cb, 0) == 0 || cb.rfind(ca, 0) == 0));
+      const content& y = it->second;
+      CHECK(x.step == y.step);
+      if (!std::isnan(x.value) && !std::isnan(y.value)) CHECK(x.value == y.value);
+      const std::size_t k = std::min(x.children.size(), y.children.size());
+      CHECK(std::equal(x.children.begin(), x.children.begin() + static_cast<std::ptrdiff_t>(k), y.children.begin()));
     }
     MESSAGE(sims << " simulations: " << na << " and " << nb << " nodes, " << common << " in common");
     CHECK(common >= 5);

@@ -86,7 +86,8 @@ class toy_proposer {
       for (const auto& s : steps) z += std::exp(s.logprob - m);
       std::vector<std::size_t> count(steps.size(), 0);
       std::vector<std::size_t> order;
-      for (std::size_t j = 0; j < n; ++j) {
+      const std::size_t draws = it.samples != 0 ? it.samples : n;  // the item's own count, if it sets one
+      for (std::size_t j = 0; j < draws; ++j) {
         const itscale::counter_rng rng(seed_, (std::uint64_t{it.id} << 32) | (it.drawn + j));
         double u = rng.uniform(0) * z;
         std::size_t pick = steps.size() - 1;

@@ -16,11 +16,12 @@
 ///   prior, then to the earlier child.
 /// - **Expansion and progressive widening.** A node is expanded on the visit after the one that
 ///   evaluated it: the proposer draws `samples_per_expansion` samples from it (identical steps
-///   merged, with their counts). With widening, a node visited N times may have
+///   merged, with their counts), or more if the widening limit allows more new children. With widening, a node visited N times may have
 ///   max(1, ceil(c·N^alpha)) children: distinct steps beyond that wait, in proposal order, and are
 ///   admitted as N grows; when none wait, the node is asked for more samples, continuing its
-///   random streams (`propose_item::drawn`). A node whose last `widening.patience` expansions
-///   brought no new step (only duplicates) is exhausted.
+///   random streams (`propose_item::drawn`), and the simulation goes on to a new child. A node
+///   whose last `widening.patience` expansions brought no new step (only duplicates) is
+///   exhausted.
 /// - **Evaluation.** A new leaf is scored by the verifier as a partial sequence (a process
 ///   verifier), or by a rollout (the proposer applied repeatedly from the leaf, keeping the most
 ///   likely of `rollout_samples` samples each step, until a terminal step) scored as a complete
@@ -32,10 +33,12 @@
 ///   `mcts_backup::max`, Q = the largest value seen below.
 /// - **Batched leaves.** A round walks `leaves_per_round` (B) paths before evaluating any: each
 ///   node on a path gets a virtual loss (it counts `virtual_loss` extra visits of value 0 until the
-///   round backs up), which steers the next paths of the round elsewhere. The nodes the round must
-///   expand go to the proposer in one batch, and the round's leaves to the verifier in one call
-///   (a path continuing past a freshly widened node into another node to expand costs one more
-///   proposer batch in the same round; rollouts cost one batch per rollout step).
+///   round backs up), which steers the next paths of the round elsewhere. A node that must be
+///   expanded stops the first path that reaches it; later paths pass through to its existing
+///   children (or join it if it has none). The round's expansions go to the proposer in one batch,
+///   after which each stopped path steps to a new child, and the round's leaves go to the verifier
+///   in one call. (Only a path whose node's expansion brought no new step walks on and may need
+///   another batch in the same round; rollouts cost one batch per rollout step.)
 ///
 /// **Determinism.** A node's random streams are keyed by its path from the root (`child_key` of
 /// its parent's key and its proposal index), not by creation order. So, for a proposer whose
@@ -126,7 +129,7 @@ struct mcts_dirichlet {
 struct mcts_options {
   std::size_t simulations = 64;           ///< simulations per `search()` (>= 1)
   std::size_t leaves_per_round = 1;       ///< B: leaves selected (with virtual loss) and evaluated together (>= 1)
-  std::size_t samples_per_expansion = 4;  ///< samples asked of the proposer per expansion (>= 1)
+  std::size_t samples_per_expansion = 4;  ///< samples per expansion, at least (widening may ask for more) (>= 1)
   mcts_selection selection = mcts_selection::puct;
   double c_init = 1.25;                   ///< PUCT (>= 0)
   double c_base = 19652;                  ///< PUCT (> 0)
@@ -389,15 +392,22 @@ class mcts {
     while (!to_expand_.empty()) {
       expand_queued();
       for (std::size_t b = 0; b < k; ++b)
-        if (ends_[b] == path_end::waiting) descend(b);
+        if (ends_[b] == path_end::waiting) descend(b, true);
     }
+    for (std::uint32_t x : expanded_) queued_[x] = 0;
+    expanded_.clear();
     evaluate(k);
     backup(k);
   }
 
   // Walks path b down from its last node until a leaf (an unevaluated node, or a terminal one) or
-  // a node that must ask the proposer for children first (queued; the path waits).
-  void descend(std::size_t b) {
+  // a node that must ask the proposer for children first (queued; the path waits). A node is
+  // expanded at most once a round; one already queued by another path of the round is passed
+  // through when it has children (only the first path waits on a widening), joined when it has
+  // none. A path resuming after its node's
+  // expansion (`resumed`) goes to one of the new, unvisited children if there are any (progressive
+  // widening visits the child it adds), so a round does not cascade through further expansions.
+  void descend(std::size_t b, bool resumed = false) {
     auto& path = paths_[b];
     std::uint32_t x = path.back();
     for (;;) {
@@ -409,7 +419,9 @@ class mcts {
       }
       if (wants_child(s)) {
         admit(x);
-        if (wants_child(nodes_[x]) && !nodes_[x].exhausted) {
+        // queued_: 0 not yet this round, 1 queued, 3 expanded this round
+        if (wants_child(nodes_[x]) && !nodes_[x].exhausted && queued_[x] != 3 &&
+            (queued_[x] == 0 || nodes_[x].children.empty())) {
           ends_[b] = path_end::waiting;
           if (queued_[x] == 0) {
             queued_[x] = 1;
@@ -420,7 +432,8 @@ class mcts {
       }
       if (nodes_[x].children.empty())
         throw search_error("itscale: mcts: node " + std::to_string(x) + " is not terminal and has no step to follow");
-      x = best_child(x);
+      x = best_child(x, resumed);
+      resumed = false;
       ++nodes_[x].in_flight;
       path.push_back(x);
     }
@@ -447,8 +460,9 @@ class mcts {
     return opts_.backup == mcts_backup::mean ? n.mean() : (n.visits > 0 ? n.value_max : 0.0);
   }
 
-  // PUCT or UCT over the children, with virtual loss; ties to the higher prior, then the earlier.
-  [[nodiscard]] std::uint32_t best_child(std::uint32_t x) const noexcept {
+  // PUCT or UCT over the children (only the unvisited ones if `fresh` and there are any), with
+  // virtual loss; ties to the higher prior, then the earlier.
+  [[nodiscard]] std::uint32_t best_child(std::uint32_t x, bool fresh = false) const noexcept {
     const node& s = nodes_[x];
     const double vl = opts_.virtual_loss;
     // The path being walked is in s.in_flight too: only the other paths of the round count.
@@ -458,8 +472,10 @@ class mcts {
     const double coef = puct ? puct_coefficient(n_parent, opts_.c_init, opts_.c_base) * std::sqrt(n_parent) : 0.0;
     std::uint32_t best = s.children.front();
     double best_score = -std::numeric_limits<double>::infinity(), best_prior = -1;
+    if (fresh) fresh = std::any_of(s.children.begin(), s.children.end(), [&](std::uint32_t c) { return nodes_[c].visits == 0; });
     for (std::uint32_t c : s.children) {
       const node& k = nodes_[c];
+      if (fresh && k.visits != 0) continue;
       const double virt = vl * k.in_flight;
       const double n = static_cast<double>(k.visits) + virt;
       const double q = k.visits > 0 ? q_of(k) * (static_cast<double>(k.visits) / n) : (virt > 0 ? 0.0 : fpu);
@@ -514,11 +530,22 @@ class mcts {
   void expand_queued() {
     std::vector<std::uint32_t> batch;
     batch.swap(to_expand_);
-    for (std::uint32_t x : batch) queued_[x] = 0;
+    for (std::uint32_t x : batch) {
+      queued_[x] = 3;  // expanded this round (cleared when the round's selection ends)
+      expanded_.push_back(x);
+    }
     make_live(batch, 0);
     const std::uint32_t n = static_cast<std::uint32_t>(opts_.samples_per_expansion);
     items_.clear();
-    for (std::uint32_t x : batch) items_.push_back({&nodes_[x].state, nodes_[x].key, nodes_[x].drawn});
+    for (std::uint32_t x : batch) {
+      // Enough samples for the children the widening limit allows now (it can grow by more
+      // than one between visits), at least `samples_per_expansion`.
+      const node& s = nodes_[x];
+      const std::uint64_t limit = widening_limit(opts_.widening.c, opts_.widening.alpha, s.visits);
+      const std::uint64_t missing = limit > s.children.size() ? limit - s.children.size() : 0;
+      const std::size_t k = missing > n && missing < 0x7FFFFFFF ? static_cast<std::size_t>(missing) : n;
+      items_.push_back({&nodes_[x].state, s.key, s.drawn, k});
+    }
     candidate_guard got(*this, propose(n));
     if (got.lists.size() != batch.size())
       throw search_error("itscale: mcts: the proposer returned " + std::to_string(got.lists.size()) +
@@ -530,20 +557,20 @@ class mcts {
     if (nodes_.capacity() < nodes_.size() + total) nodes_.reserve(std::max(nodes_.size() + total, 2 * nodes_.capacity()));
     grow_scratch(nodes_.size() + total);
     res_->expansions += batch.size();
-    for (std::size_t i = 0; i < batch.size(); ++i) adopt(batch[i], got.lists[i]);
+    for (std::size_t i = 0; i < batch.size(); ++i) adopt(batch[i], got.lists[i], items_[i].samples);
     trim(limit_target(0));
   }
 
-  void adopt(std::uint32_t x, std::vector<step_candidate<state>>& list) {
+  void adopt(std::uint32_t x, std::vector<step_candidate<state>>& list, std::size_t samples) {
     {
       node& s = nodes_[x];
       if (list.empty() && s.children.empty() && s.pending.empty())
         throw search_error("itscale: mcts: the proposer returned no step for node " + std::to_string(x) + " (depth " +
                            std::to_string(s.depth) + "), which is not terminal");
       s.proposed = true;
-      const std::uint64_t drawn = std::uint64_t{s.drawn} + opts_.samples_per_expansion;
+      const std::uint64_t drawn = std::uint64_t{s.drawn} + samples;
       s.drawn = drawn > 0xFFFFFFFFull ? 0xFFFFFFFFu : static_cast<std::uint32_t>(drawn);
-      if (drawn > 0xFFFFFFFFull - opts_.samples_per_expansion) s.exhausted = true;  // its streams are used up
+      if (drawn > 0xFFFFFFFFull - 0x7FFFFFFFull) s.exhausted = true;  // its streams are (nearly) used up
     }
     std::size_t fresh = 0;
     for (auto& c : list) {
@@ -934,6 +961,7 @@ class mcts {
     live_extra_ = 0;
     root_ = no_node;
     to_expand_.clear();
+    expanded_.clear();
     std::fill(queued_.begin(), queued_.end(), std::uint8_t{0});  // an exception may leave marks
     std::fill(pinned_.begin(), pinned_.end(), std::uint8_t{0});
   }
@@ -1030,7 +1058,7 @@ class mcts {
   mcts_result* res_ = nullptr;
   std::vector<std::vector<std::uint32_t>> paths_;
   std::vector<path_end> ends_;
-  std::vector<std::uint32_t> to_expand_;
+  std::vector<std::uint32_t> to_expand_, expanded_;
   std::vector<std::uint32_t> leaves_;
   std::vector<std::uint8_t> queued_, pinned_;
   std::vector<double> leaf_process_, leaf_rollout_;

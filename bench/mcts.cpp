@@ -8,9 +8,23 @@
 //                                    (4 one-token steps per node, no model) and a trivial
 //                                    verifier: the search's own cost per simulation, expansions
 //                                    and verifier calls included; counter sims_per_s
+//   arith_batched/T10:T/B:B          MCTS (128 simulations, widening c = 2, alpha = 0.5, 4 samples
+//                                    per expansion at temperature T/10) on 8 chain-arithmetic
+//                                    problems with arith-1750.bin and the calculator verifier, B
+//                                    leaves per round: counters per problem extend_calls,
+//                                    generated_tokens, rounds, source_s, and solved (of 8). At
+//                                    T = 1.0 the model's trees are nearly chains (little for B to
+//                                    batch); T = 2.0 gives bushy trees
+//   arith_handles/limit:L            the same at T = 1.5, B = 8, with max_live_handles = L (0: unbounded):
+//                                    peak_live_handles (the proposer's source, samples in flight
+//                                    included), peak_tree_handles (states the tree held), kv_bytes (KV-cache
+//                                    memory held at the end: its high-water mark), reprefills,
+//                                    prefill_tokens, solved, and same_as_unbounded (1 if every
+//                                    chosen sequence equals the unbounded run's)
 //
-// Proposer and verifier are trivial: the figures are the search's overhead, which a real model's
-// work dwarfs.
+// tree_ops use a trivial proposer and verifier: the figures are the search's own overhead, which
+// a real model's work dwarfs. The arith benchmarks read ITSCALE_SHARED_DIR/models and skip with an
+// error message without them.
 
 #include <benchmark/benchmark.h>
 
@@ -20,8 +34,17 @@
 #include <utility>
 #include <vector>
 
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include <itscale/backends/llama2c_model.hpp>
+#include <itscale/backends/llama2c_tokenizer.hpp>
+#include <itscale/steps/sampling_proposer.hpp>
 #include <itscale/steps/verifier.hpp>
 #include <itscale/tree/mcts.hpp>
+
+#include "../examples/arith/arith_task.hpp"
 
 namespace {
 
@@ -131,6 +154,103 @@ void tree_ops_growing(benchmark::State& st) {
   st.counters["nodes"] = benchmark::Counter(static_cast<double>(nodes), benchmark::Counter::kAvgIterations);
 }
 BENCHMARK(tree_ops_growing)->Arg(1)->Arg(8)->Arg(32)->Unit(benchmark::kMillisecond);
+
+// --- chain arithmetic on arith-1750.bin ---------------------------------------------------------
+
+namespace fs = std::filesystem;
+
+struct arith_setup {
+  itscale::llama2c_tokenizer tok;
+  std::shared_ptr<const itscale::llama2c_weights> weights;
+  std::vector<arith::problem> problems;
+};
+
+const arith_setup* arith_data(benchmark::State& st) {
+  static std::unique_ptr<arith_setup> cache;
+  if (!cache) {
+    const fs::path dir = fs::path(ITSCALE_SHARED_DIR) / "models";
+    if (!fs::exists(dir / "arith-1750.bin") || !fs::exists(dir / "arith-tok.bin")) {
+      st.SkipWithError(("skipped: " + (dir / "arith-1750.bin").string() + " not found").c_str());
+      return nullptr;
+    }
+    cache = std::make_unique<arith_setup>(arith_setup{
+        itscale::llama2c_tokenizer::load(dir / "arith-tok.bin"),
+        std::make_shared<const itscale::llama2c_weights>(itscale::load_llama2c_checkpoint(dir / "arith-1750.bin")),
+        arith::make_problems(2024, 8, 2, 6)});
+  }
+  return cache.get();
+}
+
+struct arith_run {
+  std::vector<std::vector<token_id>> chosen;
+  itscale::compute_stats compute;
+  std::uint64_t rounds = 0, solved = 0, peak_tree = 0;
+  std::size_t kv_bytes = 0;
+};
+
+// One MCTS per problem, each on a fresh model (so its KV-cache high-water mark is the search's).
+arith_run run_arith(const arith_setup& a, std::size_t B, std::size_t limit, float temperature) {
+  const arith::calculator_verifier calc(a.tok);
+  const token_id semi = a.tok.lookup(";");
+  arith_run out;
+  for (std::size_t i = 0; i < a.problems.size(); ++i) {
+    itscale::llama2c_model model(a.weights);
+    const auto prompt = arith::encode_prompt(a.tok, a.problems[i].prompt());
+    itscale::sampling_proposer prop(model, {.sampling = {.do_sample = true, .seed = 7 + i, .temperature = temperature},
+                                            .delimiters = {{semi}},
+                                            .eos_token_id = {2},
+                                            .max_step_tokens = 20,
+                                            .max_sequence_tokens = 128});
+    const auto r = itscale::mcts_search(prop, calc, prompt,
+                                        {.simulations = 128, .leaves_per_round = B, .samples_per_expansion = 4,
+                                         .widening = {.c = 2, .alpha = 0.5}, .max_live_handles = limit});
+    out.chosen.push_back(r.sequences.empty() ? std::vector<token_id>{} : r.sequences[0].tokens);
+    out.solved += !r.sequences.empty() && arith::score_text(a.problems[i], calc.text(r.sequences[0].tokens), true) == 1.0;
+    out.compute += r.compute;
+    out.rounds += r.rounds;
+    out.peak_tree = std::max(out.peak_tree, r.peak_tree_handles);
+    out.kv_bytes = std::max(out.kv_bytes, model.memory().bytes_allocated);
+  }
+  return out;
+}
+
+void arith_batched(benchmark::State& st) {
+  const auto* a = arith_data(st);
+  if (a == nullptr) return;
+  const float temperature = static_cast<float>(st.range(0)) / 10.0f;
+  const auto B = static_cast<std::size_t>(st.range(1));
+  arith_run last;
+  for (auto _ : st) last = run_arith(*a, B, 0, temperature);
+  const double n = static_cast<double>(a->problems.size());
+  st.counters["extend_calls"] = static_cast<double>(last.compute.extend_calls) / n;
+  st.counters["generated_tokens"] = static_cast<double>(last.compute.generated_tokens()) / n;
+  st.counters["rounds"] = static_cast<double>(last.rounds) / n;
+  st.counters["solved"] = static_cast<double>(last.solved);
+  st.counters["source_s"] = last.compute.source_seconds / n;
+}
+BENCHMARK(arith_batched)
+    ->ArgNames({"T10", "B"})
+    ->ArgsProduct({{10, 20}, {1, 8, 32}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+void arith_handles(benchmark::State& st) {
+  const auto* a = arith_data(st);
+  if (a == nullptr) return;
+  const auto limit = static_cast<std::size_t>(st.range(0));
+  static const arith_run unbounded = run_arith(*a, 8, 0, 1.5f);
+  arith_run last;
+  for (auto _ : st) last = run_arith(*a, 8, limit, 1.5f);
+  const double n = static_cast<double>(a->problems.size());
+  st.counters["peak_live_handles"] = static_cast<double>(last.compute.peak_live_handles);
+  st.counters["peak_tree_handles"] = static_cast<double>(last.peak_tree);
+  st.counters["kv_bytes"] = static_cast<double>(last.kv_bytes);
+  st.counters["reprefills"] = static_cast<double>(last.compute.reprefills) / n;
+  st.counters["prefill_tokens"] = static_cast<double>(last.compute.prefill_tokens) / n;
+  st.counters["solved"] = static_cast<double>(last.solved);
+  st.counters["same_as_unbounded"] = last.chosen == unbounded.chosen ? 1 : 0;
+}
+BENCHMARK(arith_handles)->ArgName("limit")->Arg(0)->Arg(32)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 

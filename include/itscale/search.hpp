@@ -1,6 +1,7 @@
 #pragma once
 /// \file search.hpp
-/// The whole library: `#include <itscale/search.hpp>`.
+/// The whole library: `#include <itscale/search.hpp>` (all but itscale/testing/, which needs
+/// doctest).
 
 #include "itscale/version.hpp"
 
@@ -8,6 +9,7 @@
 #include "itscale/core/logit_source.hpp"
 #include "itscale/core/logit_source_archetype.hpp"
 #include "itscale/core/rng.hpp"
+#include "itscale/core/scoring.hpp"
 #include "itscale/core/types.hpp"
 
 #include "itscale/kernels/beam_select.hpp"
@@ -43,3 +45,13 @@
 #include "itscale/search/beam_stopping.hpp"
 #include "itscale/search/diverse_beam_search.hpp"
 #include "itscale/search/stochastic_beam_search.hpp"
+
+#include "itscale/select/adaptive_consistency.hpp"
+#include "itscale/select/best_of_n.hpp"
+#include "itscale/select/consistency_result.hpp"
+#include "itscale/select/mbr.hpp"
+#include "itscale/select/mbr_utility.hpp"
+#include "itscale/select/rescore.hpp"
+#include "itscale/select/self_consistency.hpp"
+#include "itscale/select/stop_criteria.hpp"
+#include "itscale/select/vote.hpp"

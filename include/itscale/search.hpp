@@ -19,6 +19,9 @@
 #include "itscale/kernels/softmax.hpp"
 #include "itscale/kernels/top_k.hpp"
 
+#include "itscale/backends/cfg_source.hpp"
+#include "itscale/backends/contrastive_source.hpp"
+#include "itscale/backends/ensemble_source.hpp"
 #include "itscale/backends/function_source.hpp"
 #include "itscale/backends/hash_lm.hpp"
 

@@ -37,6 +37,7 @@
 #include <itscale/search.hpp>
 
 #include "arith/arith_task.hpp"
+#include "arith/methods.hpp"
 #include "arith/report.hpp"
 #include "cli.hpp"
 
@@ -49,7 +50,10 @@ const std::filesystem::path models_dir = "tests/data/models";  // from the top o
 #endif
 
 using itscale::token_id;
-using model_t = itscale::llama2c_model;
+using arith::method_def;
+using arith::methods;
+using arith::outcome;
+using arith::task;
 
 /// A bad command line or input file: exit code 2.
 struct usage_error : std::invalid_argument {
@@ -66,8 +70,7 @@ struct config {
   std::string reference = (models_dir / "arith-2500.bin").string();
   std::string tokenizer = (models_dir / "arith-tok.bin").string();
   std::size_t threads = std::max(1u, std::min(2u, std::thread::hardware_concurrency()));
-  double verifier_noise = 0;
-  float temperature = 0.7f;
+  arith::method_settings settings;
   std::vector<std::string> methods;  // empty: all
   std::vector<std::size_t> budgets = {1, 2, 4, 8, 16};
   std::string out = "scaling-out";
@@ -75,106 +78,7 @@ struct config {
   bool quiet = false;
 };
 
-/// One problem as the workers see it.
-struct task {
-  std::size_t index = 0;
-  const arith::problem* problem = nullptr;
-  std::vector<token_id> prompt;
-};
-
-/// What one method run on one problem gives.
-struct outcome {
-  std::optional<long> answer;
-  itscale::compute_stats compute;
-  std::vector<token_id> completion;  ///< the chosen sequence (for --answers), if the method has one
-};
-
-struct worker;
-using method_fn = outcome (*)(const task&, std::size_t budget, worker&);
-
-/// A method of the table: its name, what its budget means, and whether it has a width at all.
-struct method_def {
-  const char* name;
-  const char* budget_meaning;  // "" for width-less methods (run at budget 1 only)
-  method_fn run;
-};
-
-/// Per-thread state: its own model instances (sources are not thread-safe), the verifier, and
-/// the per-problem live start and sample pool that several methods share.
-struct worker {
-  const config& cfg;
-  const itscale::llama2c_tokenizer& tok;
-  model_t model, amateur, reference;
-  arith::calculator_verifier verifier;
-  // Per problem (reset by `begin`):
-  std::optional<itscale::prefilled<model_t>> start;  // one prefill shared by every method that starts live
-  std::vector<itscale::generation> pool;             // samples 0..pool.size()-1 of the problem's stream
-  std::vector<std::pair<std::size_t, itscale::compute_stats>> pool_cost;  // (samples drawn, compute so far)
-
-  worker(const config& c, const itscale::llama2c_tokenizer& t, const std::shared_ptr<const itscale::llama2c_weights>& w,
-         const std::shared_ptr<const itscale::llama2c_weights>& wa, const std::shared_ptr<const itscale::llama2c_weights>& wr)
-      : cfg(c), tok(t), model(w), amateur(wa), reference(wr), verifier(t, c.verifier_noise, c.seed) {}
-
-  void begin(const task& t) {
-    pool.clear();
-    pool_cost.assign(1, {0, itscale::compute_stats{}});
-    start.reset();
-    start.emplace(itscale::prefill(model, t.prompt));
-  }
-  void end() {
-    pool.clear();
-    start.reset();
-  }
-
-  [[nodiscard]] std::size_t max_new_tokens(const task& t) const { return model.config().seq_len - t.prompt.size(); }
-  [[nodiscard]] std::optional<long> answer_of(std::span<const token_id> completion) const {
-    return arith::answer_of(verifier.chars().text(completion));
-  }
-  [[nodiscard]] itscale::stopping stop(const task& t) const {
-    return {.max_new_tokens = max_new_tokens(t), .eos_token_id = {itscale::llama2c_tokenizer::eos}};
-  }
-  [[nodiscard]] itscale::sampling_options sampling(const task& t) const {
-    return {.stop = stop(t), .do_sample = true, .seed = cfg.seed, .temperature = cfg.temperature};
-  }
-
-  /// The first `n` samples of the problem's pool and what drawing them cost. Samples are drawn in
-  /// chunks (first_sample = the number drawn before) forking the shared prefill, so the first n
-  /// are the same whatever n, and the cost of the first n is the sum of the chunks' compute.
-  std::pair<std::span<const itscale::generation>, itscale::compute_stats> samples(const task& t, std::size_t n) {
-    if (n > pool.size()) {
-      itscale::sampling_options so = sampling(t);
-      so.num_return_sequences = n - pool.size();
-      const itscale::live_request<model_t> r{&*start, static_cast<std::uint32_t>(t.index),
-                                             static_cast<std::uint32_t>(pool.size())};
-      auto got = itscale::generate(model, std::span<const itscale::live_request<model_t>>(&r, 1), so);
-      itscale::compute_stats c = pool_cost.back().second;
-      c += got.compute;
-      for (auto& g : got.sequences) pool.push_back(std::move(g));
-      pool_cost.emplace_back(pool.size(), c);
-    }
-    for (const auto& [drawn, c] : pool_cost)
-      if (drawn == n) return {std::span<const itscale::generation>(pool).first(n), c};
-    // Budgets are run in ascending order, so every n asked for is a chunk boundary.
-    throw std::logic_error("sample pool: " + std::to_string(n) + " is not a chunk boundary");
-  }
-};
-
-// ---- The methods. Each calls the library; the example only extracts the answer. ----
-
-outcome run_greedy(const task& t, std::size_t, worker& w) {
-  const auto r = itscale::generate(w.model, *w.start, {.stop = w.stop(t)});
-  return {w.answer_of(r[0].tokens), r.compute, r[0].tokens};
-}
-
-const method_def methods[] = {
-    {"greedy", "", run_greedy},
-};
-
-const method_def* find_method(const std::string& name) {
-  for (const auto& m : methods)
-    if (name == m.name) return &m;
-  return nullptr;
-}
+using arith::find_method;
 
 std::string method_names() {
   std::string s;
@@ -284,8 +188,8 @@ void add_options(CLI::App& app, config& c) {
   app.add_option("--tokenizer", c.tokenizer, "llama2.c tokenizer of the three models");
   app.add_option("--threads", c.threads, "worker threads, each with its own models (results do not depend on it)")
       ->transform(non_negative_integer);
-  app.add_option("--verifier-noise", c.verifier_noise, "probability that the calculator's verdict is flipped (seeded)");
-  app.add_option("--temperature", c.temperature, "sampling temperature of every sampling method");
+  app.add_option("--verifier-noise", c.settings.verifier_noise, "probability that the calculator's verdict is flipped (seeded)");
+  app.add_option("--temperature", c.settings.temperature, "sampling temperature of every sampling method");
   std::string all;
   for (const auto& m : methods) all += (all.empty() ? "" : ",") + std::string(m.name);
   app.add_option("--methods", c.methods, "methods to run (default: all): " + all)->delimiter(',');
@@ -321,9 +225,9 @@ void check(config& c) {
       if (o == 0 || o > 8) throw usage_error("--ops: " + std::to_string(o) + " is not in [1, 8] (the context holds 8 steps)");
   }
   if (c.threads == 0 || c.threads > 64) throw usage_error("--threads: " + std::to_string(c.threads) + " is not in [1, 64]");
-  if (!(c.verifier_noise >= 0 && c.verifier_noise <= 1))
-    throw usage_error("--verifier-noise: " + std::to_string(c.verifier_noise) + " is not a probability in [0, 1]");
-  if (!(c.temperature > 0) || !std::isfinite(c.temperature))
+  if (!(c.settings.verifier_noise >= 0 && c.settings.verifier_noise <= 1))
+    throw usage_error("--verifier-noise: " + std::to_string(c.settings.verifier_noise) + " is not a probability in [0, 1]");
+  if (!(c.settings.temperature > 0) || !std::isfinite(c.settings.temperature))
     throw usage_error("--temperature: must be > 0");
 }
 
@@ -392,7 +296,7 @@ int main(int argc, char** argv) {
     std::mutex error_mutex;
     const auto work = [&] {
       try {
-        worker w(cfg, tok, wm, wa, wr);
+        arith::worker w(cfg.settings, tok, wm, wa, wr);
         for (std::size_t i; !failed && (i = next++) < tasks.size();) {
           const task& t = tasks[i];
           w.begin(t);
@@ -472,7 +376,7 @@ int main(int argc, char** argv) {
     }
 
     std::printf("%s on %s (threads %zu, temperature %g, verifier noise %g)\n\n", model_name.c_str(), set_name.c_str(),
-                cfg.threads, static_cast<double>(cfg.temperature), cfg.verifier_noise);
+                cfg.threads, static_cast<double>(cfg.settings.temperature), cfg.settings.verifier_noise);
     std::printf("%-20s %6s %9s %9s %14s %14s %9s\n", "method", "budget", "correct", "accuracy", "tokens/problem",
                 "verifier/prob", "seconds");
     for (const auto& r : rows)

@@ -1,0 +1,133 @@
+// The methods of itscale_scaling (and of bench/scaling.cpp): each is one function
+// (problem, budget, worker) -> {answer, compute} that calls the library; the example only turns
+// tokens into an answer. `methods` is the table, with what each method's budget means.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <itscale/search.hpp>
+
+#include "arith_task.hpp"
+
+namespace arith {
+
+using itscale::token_id;
+using model_t = itscale::llama2c_model;
+
+/// What the methods share besides the budget.
+struct method_settings {
+  std::uint64_t seed = 1;       ///< of the samples and the verifier's noise (each problem has its own streams)
+  float temperature = 0.7f;     ///< of every sampling method (the models README's reference)
+  double verifier_noise = 0;    ///< probability that the calculator's verdict is flipped
+};
+
+/// One problem as the workers see it.
+struct task {
+  std::size_t index = 0;
+  const arith::problem* problem = nullptr;
+  std::vector<token_id> prompt;
+};
+
+/// What one method run on one problem gives.
+struct outcome {
+  std::optional<long> answer;
+  itscale::compute_stats compute;
+  std::vector<token_id> completion;  ///< the chosen sequence (for --answers), if the method has one
+};
+
+struct worker;
+using method_fn = outcome (*)(const task&, std::size_t budget, worker&);
+
+/// A method of the table: its name, what its budget means, and whether it has a width at all.
+struct method_def {
+  const char* name;
+  const char* budget_meaning;  // "" for width-less methods (run at budget 1 only)
+  method_fn run;
+};
+
+/// Per-thread state: its own model instances (sources are not thread-safe), the verifier, and
+/// the per-problem live start and sample pool that several methods share.
+struct worker {
+  const method_settings& cfg;
+  const itscale::llama2c_tokenizer& tok;
+  model_t model, amateur, reference;
+  arith::calculator_verifier verifier;
+  // Per problem (reset by `begin`):
+  std::optional<itscale::prefilled<model_t>> start;  // one prefill shared by every method that starts live
+  std::vector<itscale::generation> pool;             // samples 0..pool.size()-1 of the problem's stream
+  std::vector<std::pair<std::size_t, itscale::compute_stats>> pool_cost;  // (samples drawn, compute so far)
+
+  worker(const method_settings& c, const itscale::llama2c_tokenizer& t, const std::shared_ptr<const itscale::llama2c_weights>& w,
+         const std::shared_ptr<const itscale::llama2c_weights>& wa, const std::shared_ptr<const itscale::llama2c_weights>& wr)
+      : cfg(c), tok(t), model(w), amateur(wa), reference(wr), verifier(t, c.verifier_noise, c.seed) {}
+
+  void begin(const task& t) {
+    pool.clear();
+    pool_cost.assign(1, {0, itscale::compute_stats{}});
+    start.reset();
+    start.emplace(itscale::prefill(model, t.prompt));
+  }
+  void end() {
+    pool.clear();
+    start.reset();
+  }
+
+  [[nodiscard]] std::size_t max_new_tokens(const task& t) const { return model.config().seq_len - t.prompt.size(); }
+  [[nodiscard]] std::optional<long> answer_of(std::span<const token_id> completion) const {
+    return arith::answer_of(verifier.chars().text(completion));
+  }
+  [[nodiscard]] itscale::stopping stop(const task& t) const {
+    return {.max_new_tokens = max_new_tokens(t), .eos_token_id = {itscale::llama2c_tokenizer::eos}};
+  }
+  [[nodiscard]] itscale::sampling_options sampling(const task& t) const {
+    return {.stop = stop(t), .do_sample = true, .seed = cfg.seed, .temperature = cfg.temperature};
+  }
+
+  /// The first `n` samples of the problem's pool and what drawing them cost. Samples are drawn in
+  /// chunks (first_sample = the number drawn before) forking the shared prefill, so the first n
+  /// are the same whatever n, and the cost of the first n is the sum of the chunks' compute.
+  std::pair<std::span<const itscale::generation>, itscale::compute_stats> samples(const task& t, std::size_t n) {
+    if (n > pool.size()) {
+      itscale::sampling_options so = sampling(t);
+      so.num_return_sequences = n - pool.size();
+      const itscale::live_request<model_t> r{&*start, static_cast<std::uint32_t>(t.index),
+                                             static_cast<std::uint32_t>(pool.size())};
+      auto got = itscale::generate(model, std::span<const itscale::live_request<model_t>>(&r, 1), so);
+      itscale::compute_stats c = pool_cost.back().second;
+      c += got.compute;
+      for (auto& g : got.sequences) pool.push_back(std::move(g));
+      pool_cost.emplace_back(pool.size(), c);
+    }
+    for (const auto& [drawn, c] : pool_cost)
+      if (drawn == n) return {std::span<const itscale::generation>(pool).first(n), c};
+    // Budgets are run in ascending order, so every n asked for is a chunk boundary.
+    throw std::logic_error("sample pool: " + std::to_string(n) + " is not a chunk boundary");
+  }
+};
+
+// ---- The methods. Each calls the library; the example only extracts the answer. ----
+
+inline outcome run_greedy(const task& t, std::size_t, worker& w) {
+  const auto r = itscale::generate(w.model, *w.start, {.stop = w.stop(t)});
+  return {w.answer_of(r[0].tokens), r.compute, r[0].tokens};
+}
+
+inline const method_def methods[] = {
+    {"greedy", "", run_greedy},
+};
+
+inline const method_def* find_method(std::string_view name) {
+  for (const auto& m : methods)
+    if (name == m.name) return &m;
+  return nullptr;
+}
+
+}  // namespace arith

@@ -130,7 +130,9 @@ inline void write_svg(const std::string& path, const std::vector<result_row>& ro
     const double y = Y(info.reference_accuracy);
     s += format("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\" stroke-width=\"1.5\" "
                 "stroke-dasharray=\"6 4\"/>\n", left, y, left + pw, y);
-    s += format("<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" font-size=\"12\">%s: %.3f</text>\n", left + pw - 4, y - 6,
+    // Above the line, or below it when the line runs near the top of the plot.
+    const double ty = info.reference_accuracy > 0.93 ? y + 16 : y - 6;
+    s += format("<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" font-size=\"12\">%s: %.3f</text>\n", left + pw - 4, ty,
                 xml_escape(info.reference_label).c_str(), info.reference_accuracy);
   }
   const auto marker = [&](std::size_t k, double x, double y) {

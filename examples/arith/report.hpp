@@ -95,7 +95,13 @@ inline void write_svg(const std::string& path, const std::vector<result_row>& ro
   double xlo = std::pow(10.0, std::floor(std::log10(lo))), xhi = std::pow(10.0, std::ceil(std::log10(hi)));
   if (xhi <= xlo) xhi = xlo * 10;
   const auto X = [&](double v) { return left + pw * (std::log10(std::max(v, 1.0)) - std::log10(xlo)) / (std::log10(xhi) - std::log10(xlo)); };
-  const auto Y = [&](double a) { return top + ph * (1.0 - a); };
+  // y from a tenth below the lowest accuracy (or the reference) to 1: the curves' differences are
+  // what the chart is for.
+  double amin = info.reference_accuracy >= 0 ? info.reference_accuracy : 1.0;
+  for (const auto& r : rows) amin = std::min(amin, r.accuracy());
+  const double ylo = std::max(0.0, std::floor((amin - 0.05) * 10.0) / 10.0);
+  const double ystep = 1.0 - ylo > 0.5 ? 0.1 : 0.05;
+  const auto Y = [&](double a) { return top + ph * (1.0 - (a - ylo) / (1.0 - ylo)); };
 
   std::string s;
   s += format("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
@@ -103,12 +109,12 @@ inline void write_svg(const std::string& path, const std::vector<result_row>& ro
   s += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
   s += format("<text x=\"%.1f\" y=\"30\" text-anchor=\"middle\" font-size=\"16\" font-weight=\"bold\">%s</text>\n",
               left + pw / 2, xml_escape(info.title).c_str());
-  // Grid and ticks: y every 0.1, x at 1, 2, 5 per decade.
-  for (int i = 0; i <= 10; ++i) {
-    const double a = i / 10.0, y = Y(a);
+  // Grid and ticks: y every 0.1 (0.05 on a short axis), x at 1, 2, 5 per decade.
+  for (int i = 0; ylo + i * ystep <= 1.0 + 1e-9; ++i) {
+    const double a = ylo + i * ystep, y = Y(a);
     s += format("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e5e5e5\"/>\n", left, y, left + pw, y);
     s += format("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n", left - 5, y, left, y);
-    s += format("<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.1f</text>\n", left - 8, y + 4, a);
+    s += format("<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.2f</text>\n", left - 8, y + 4, a);
   }
   for (double d = xlo; d < xhi * 1.001; d *= 10) {
     for (double m : {1.0, 2.0, 5.0}) {
@@ -135,6 +141,13 @@ inline void write_svg(const std::string& path, const std::vector<result_row>& ro
     s += format("<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" font-size=\"12\">%s: %.3f</text>\n", left + pw - 4, ty,
                 xml_escape(info.reference_label).c_str(), info.reference_accuracy);
   }
+  // A method with one point (no width) gets a ring around its marker, drawn last, so that a curve
+  // passing through the same point (beam search at width 1 is greedy) does not hide it.
+  const auto ring = [&](std::size_t k, double x, double y) {
+    return format("<circle cx=\"%.1f\" cy=\"%.1f\" r=\"8\" fill=\"none\" stroke=\"%s\" stroke-width=\"2\"/>\n", x, y,
+                  palette[k % 12]);
+  };
+  std::string rings;
   const auto marker = [&](std::size_t k, double x, double y) {
     const char* c = palette[k % 12];
     switch (k % 4) {  // shapes and colours both vary, so neighbours differ in both
@@ -154,15 +167,25 @@ inline void write_svg(const std::string& path, const std::vector<result_row>& ro
     s += format("<g><title>%s</title>\n", xml_escape(methods[k]).c_str());
     if (pts.size() > 1)
       s += format("<polyline points=\"%s\" fill=\"none\" stroke=\"%s\" stroke-width=\"2\"/>\n", pl.c_str(), palette[k % 12]);
-    for (auto* r : pts) s += marker(k, X(r->generated_tokens_per_problem), Y(r->accuracy()));
+    if (pts.size() == 1) {
+      rings += format("<g><title>%s</title>\n", xml_escape(methods[k]).c_str()) +
+               ring(k, X(pts[0]->generated_tokens_per_problem), Y(pts[0]->accuracy())) +
+               marker(k, X(pts[0]->generated_tokens_per_problem), Y(pts[0]->accuracy())) + "</g>\n";
+    } else {
+      for (auto* r : pts) s += marker(k, X(r->generated_tokens_per_problem), Y(r->accuracy()));
+    }
     s += "</g>\n";
     // Legend entry.
     const double ly = top + 10 + 22.0 * static_cast<double>(k), lx = left + pw + 20;
-    s += format("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\"/>\n", lx, ly, lx + 28,
-                ly, palette[k % 12]);
+    if (pts.size() == 1)
+      s += ring(k, lx + 14, ly);
+    else
+      s += format("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\"/>\n", lx, ly,
+                  lx + 28, ly, palette[k % 12]);
     s += marker(k, lx + 14, ly);
     s += format("<text x=\"%.1f\" y=\"%.1f\">%s</text>\n", lx + 36, ly + 4, xml_escape(methods[k]).c_str());
   }
+  s += rings;
   if (info.reference_accuracy >= 0) {
     const double ly = top + 10 + 22.0 * static_cast<double>(methods.size()), lx = left + pw + 20;
     s += format("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\" stroke-width=\"1.5\" "

@@ -43,9 +43,11 @@ struct fixture {
   std::vector<arith::task> tasks;
 
   fixture() {
-    const std::size_t ops[] = {2, 3, 4, 5, 6};
-    problems = arith::generate_problems(1, 10, ops);
-    for (std::size_t i = 0; i < problems.size(); ++i) tasks.push_back({i, &problems[i], arith::encode_prompt(tok, problems[i])});
+    problems = arith::make_problems(1, 10, 2, 6);
+    for (std::size_t i = 0; i < problems.size(); ++i) {
+      const std::string text = problems[i].prompt();
+      tasks.push_back({i, problems[i], text, problems[i].answer(), arith::encode_prompt(tok, text)});
+    }
   }
   static std::shared_ptr<const itscale::llama2c_weights> load(const std::string& f) {
     return std::make_shared<const itscale::llama2c_weights>(itscale::load_llama2c_checkpoint(models + f));
@@ -70,7 +72,7 @@ void method(benchmark::State& state, const arith::method_def* m) {
       const auto o = m->run(t, n, w);
       w.end();
       total += o.compute;
-      correct += o.answer && *o.answer == t.problem->answer;
+      correct += o.answer && *o.answer == t.answer;
       ++runs;
     }
   }

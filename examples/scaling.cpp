@@ -106,12 +106,13 @@ std::vector<arith::problem> read_problems(const std::string& path) {
         !j["answer"].is_number_integer())
       throw usage_error(at + "expected {\"prompt\": \"37+45-18+9=\", \"answer\": 73}");
     const auto prompt = j["prompt"].get<std::string>();
-    const auto p = arith::parse_prompt(prompt);
-    if (!p) throw usage_error(at + "prompt '" + prompt + "' is not a chain 'x+y-z...=' of decimal numbers");
+    const auto p = arith::problem::parse(prompt);
+    if (!p || p->ops.empty())
+      throw usage_error(at + "prompt '" + prompt + "' is not a chain 'x+y-z...=' of decimal numbers");
     const auto answer = j["answer"].get<long>();
-    if (answer != p->answer)
+    if (answer != p->answer())
       throw usage_error(at + "answer " + std::to_string(answer) + " is not the value of '" + prompt + "' (" +
-                        std::to_string(p->answer) + ")");
+                        std::to_string(p->answer()) + ")");
     out.push_back(*p);
   }
   if (out.empty()) throw usage_error("--problems: '" + path + "' holds no problems");
@@ -121,13 +122,6 @@ std::vector<arith::problem> read_problems(const std::string& path) {
 std::string ops_text(const std::vector<std::size_t>& ops) {
   auto lo = *std::min_element(ops.begin(), ops.end()), hi = *std::max_element(ops.begin(), ops.end());
   return lo == hi ? std::to_string(lo) : std::to_string(lo) + "-" + std::to_string(hi);
-}
-
-/// A completion as text, EOS dropped (the README's form: `91+45=136;136+23=159;#159`).
-std::string completion_text(const arith::charset& chars, const std::vector<token_id>& completion) {
-  std::string s = chars.text(completion);
-  if (!s.empty() && s.back() == '$') s.pop_back();
-  return s;
 }
 
 // ---- Progress on stderr ----
@@ -222,7 +216,7 @@ void check(config& c) {
     if (c.count == 0) throw usage_error("--count: must be >= 1");
     if (c.ops.empty()) throw usage_error("--ops: give at least one operation count");
     for (auto o : c.ops)
-      if (o == 0 || o > 8) throw usage_error("--ops: " + std::to_string(o) + " is not in [1, 8] (the context holds 8 steps)");
+      if (o == 0 || o > 7) throw usage_error("--ops: " + std::to_string(o) + " is not in [1, 7] (the model's context holds 7 steps)");
   }
   if (c.threads == 0 || c.threads > 64) throw usage_error("--threads: " + std::to_string(c.threads) + " is not in [1, 64]");
   if (!(c.settings.verifier_noise >= 0 && c.settings.verifier_noise <= 1))
@@ -268,13 +262,22 @@ int main(int argc, char** argv) {
     };
     const auto wm = load(cfg.model), wa = load(cfg.amateur), wr = load(cfg.reference);
 
-    std::vector<arith::problem> problems =
-        cfg.problems_file.empty() ? arith::generate_problems(cfg.seed, cfg.count, cfg.ops) : read_problems(cfg.problems_file);
-    std::vector<task> tasks(problems.size());
+    std::vector<arith::problem> problems;
+    if (cfg.problems_file.empty()) {
+      // Problem i has ops[i % ops.size()] operations (an even mix).
+      for (std::size_t i = 0; i < cfg.count; ++i)
+        problems.push_back(arith::make_problem(cfg.seed, static_cast<std::uint32_t>(i),
+                                               static_cast<int>(cfg.ops[i % cfg.ops.size()])));
+    } else {
+      problems = read_problems(cfg.problems_file);
+    }
+    std::vector<task> tasks;
     for (std::size_t i = 0; i < problems.size(); ++i) {
-      tasks[i] = {i, &problems[i], arith::encode_prompt(tok, problems[i])};
-      if (tasks[i].prompt.size() + 8 > wm->config.seq_len)
-        throw usage_error("problem " + std::to_string(i + 1) + " ('" + problems[i].prompt + "') is too long for the model's context");
+      const std::string text = problems[i].prompt();
+      tasks.push_back({i, problems[i], text, problems[i].answer(), arith::encode_prompt(tok, text)});
+      // The completion takes about 13 tokens per operation.
+      if (tasks[i].prompt.size() + 14 * problems[i].ops.size() + 8 > wm->config.seq_len)
+        throw usage_error("problem " + std::to_string(i + 1) + " ('" + text + "') is too long for the model's context");
     }
     std::string set_name;
     if (cfg.problems_file.empty()) {
@@ -336,7 +339,7 @@ int main(int argc, char** argv) {
       std::uint64_t gen = 0, ver = 0;
       for (std::size_t i = 0; i < tasks.size(); ++i) {
         const outcome& o = outcomes[k][i];
-        r.correct += o.answer && *o.answer == problems[i].answer;
+        r.correct += o.answer && *o.answer == tasks[i].answer;
         gen += o.compute.generated_tokens();
         ver += o.compute.verifier_calls;
         r.seconds += o.compute.wall_seconds;
@@ -346,7 +349,7 @@ int main(int argc, char** argv) {
       rows.push_back(r);
     }
     std::size_t ref_correct = 0;
-    for (std::size_t i = 0; i < tasks.size(); ++i) ref_correct += ref_answers[i] && *ref_answers[i] == problems[i].answer;
+    for (std::size_t i = 0; i < tasks.size(); ++i) ref_correct += ref_answers[i] && *ref_answers[i] == tasks[i].answer;
     const double ref_acc = static_cast<double>(ref_correct) / static_cast<double>(tasks.size());
 
     std::filesystem::create_directories(cfg.out);
@@ -362,15 +365,14 @@ int main(int argc, char** argv) {
     if (cfg.answers) {
       answers_path = (std::filesystem::path(cfg.out) / "answers.csv").string();
       std::ofstream f(answers_path);
-      const arith::charset chars(tok);
+      const arith::calculator_verifier text_of(tok);
       f << "method,budget,problem,prompt,expected,answer,correct,completion\n";
       for (std::size_t k = 0; k < runs.size(); ++k)
         for (std::size_t i = 0; i < tasks.size(); ++i) {
           const auto& a = outcomes[k][i].answer;
-          f << runs[k].method->name << ',' << runs[k].budget << ',' << i + 1 << ',' << problems[i].prompt << ','
-            << problems[i].answer << ',' << (a ? std::to_string(*a) : "") << ','
-            << (a && *a == problems[i].answer ? 1 : 0) << ','
-            << completion_text(chars, outcomes[k][i].completion) << '\n';
+          f << runs[k].method->name << ',' << runs[k].budget << ',' << i + 1 << ',' << tasks[i].text << ','
+            << tasks[i].answer << ',' << (a ? std::to_string(*a) : "") << ',' << (a && *a == tasks[i].answer ? 1 : 0)
+            << ',' << text_of.text(outcomes[k][i].completion) << '\n';
         }
       if (!f) throw std::runtime_error("cannot write " + answers_path);
     }

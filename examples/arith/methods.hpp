@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string_view>
 #include <memory>
 #include <optional>
 #include <span>
@@ -31,9 +32,47 @@ struct method_settings {
 
 /// One problem as the workers see it.
 struct task {
-  std::size_t index = 0;
-  const arith::problem* problem = nullptr;
-  std::vector<token_id> prompt;
+  std::size_t index = 0;         ///< keys the problem's random streams
+  arith::problem problem;
+  std::string text;              ///< the prompt, e.g. "37+45-18+9="
+  long answer = 0;
+  std::vector<token_id> prompt;  ///< its tokens
+};
+
+/// A verifier whose verdicts are flipped with probability `noise`, as a function of
+/// (seed, the item's tokens, complete): the same item always gets the same verdict, whatever the
+/// batching, the order or the thread. Shows what an imperfect verifier does to each method.
+template <itscale::Verifier V>
+class noisy_verifier {
+ public:
+  noisy_verifier(V inner, double noise, std::uint64_t seed) : inner_(std::move(inner)), noise_(noise), seed_(seed) {}
+
+  std::vector<double> verify(std::span<const itscale::verify_item> batch) {
+    std::vector<double> out = inner_.verify(batch);
+    if (noise_ > 0)
+      for (std::size_t i = 0; i < batch.size() && i < out.size(); ++i)
+        if (flip(batch[i])) out[i] = inner_.range().hi - (out[i] - inner_.range().lo);
+    return out;
+  }
+  [[nodiscard]] itscale::score_range range() const noexcept { return inner_.range(); }
+  [[nodiscard]] std::string_view name() const noexcept { return inner_.name(); }
+  [[nodiscard]] const V& inner() const noexcept { return inner_; }
+
+ private:
+  [[nodiscard]] bool flip(const itscale::verify_item& it) const {
+    std::uint64_t h = 0xcbf29ce484222325ull ^ (it.complete ? 0x9e3779b97f4a7c15ull : 0);  // FNV-1a
+    const auto mix = [&h](std::span<const token_id> ts) {
+      for (token_id t : ts) h = (h ^ static_cast<std::uint32_t>(t)) * 0x100000001b3ull;
+      h = (h ^ 0xffffffffull) * 0x100000001b3ull;  // separates the prompt from the sequence
+    };
+    mix(it.prompt);
+    mix(it.sequence);
+    return itscale::counter_rng(seed_, h).uniform(0) < noise_;
+  }
+
+  V inner_;
+  double noise_;
+  std::uint64_t seed_;
 };
 
 /// What one method run on one problem gives.
@@ -59,7 +98,7 @@ struct worker {
   const method_settings& cfg;
   const itscale::llama2c_tokenizer& tok;
   model_t model, amateur, reference;
-  arith::calculator_verifier verifier;
+  noisy_verifier<calculator_verifier> verifier;  // exact when the noise is 0
   // Per problem (reset by `begin`):
   std::optional<itscale::prefilled<model_t>> start;  // one prefill shared by every method that starts live
   std::vector<itscale::generation> pool;             // samples 0..pool.size()-1 of the problem's stream
@@ -67,7 +106,7 @@ struct worker {
 
   worker(const method_settings& c, const itscale::llama2c_tokenizer& t, const std::shared_ptr<const itscale::llama2c_weights>& w,
          const std::shared_ptr<const itscale::llama2c_weights>& wa, const std::shared_ptr<const itscale::llama2c_weights>& wr)
-      : cfg(c), tok(t), model(w), amateur(wa), reference(wr), verifier(t, c.verifier_noise, c.seed) {}
+      : cfg(c), tok(t), model(w), amateur(wa), reference(wr), verifier(calculator_verifier(t), c.verifier_noise, c.seed) {}
 
   void begin(const task& t) {
     pool.clear();
@@ -82,7 +121,11 @@ struct worker {
 
   [[nodiscard]] std::size_t max_new_tokens(const task& t) const { return model.config().seq_len - t.prompt.size(); }
   [[nodiscard]] std::optional<long> answer_of(std::span<const token_id> completion) const {
-    return arith::answer_of(verifier.chars().text(completion));
+    return extract_answer(verifier.inner().text(completion));
+  }
+  /// The answer extractor of the selection methods.
+  [[nodiscard]] auto extractor() const {
+    return [this](std::span<const token_id> completion) { return answer_of(completion); };
   }
   [[nodiscard]] itscale::stopping stop(const task& t) const {
     return {.max_new_tokens = max_new_tokens(t), .eos_token_id = {itscale::llama2c_tokenizer::eos}};

@@ -99,6 +99,7 @@ struct worker {
   const itscale::llama2c_tokenizer& tok;
   model_t model, amateur, reference;
   noisy_verifier<calculator_verifier> verifier;  // exact when the noise is 0
+  token_id semicolon;                             // the step delimiter
   // Per problem (reset by `begin`):
   std::optional<itscale::prefilled<model_t>> start;  // one prefill shared by every method that starts live
   std::vector<itscale::generation> pool;             // samples 0..pool.size()-1 of the problem's stream
@@ -106,7 +107,21 @@ struct worker {
 
   worker(const method_settings& c, const itscale::llama2c_tokenizer& t, const std::shared_ptr<const itscale::llama2c_weights>& w,
          const std::shared_ptr<const itscale::llama2c_weights>& wa, const std::shared_ptr<const itscale::llama2c_weights>& wr)
-      : cfg(c), tok(t), model(w), amateur(wa), reference(wr), verifier(calculator_verifier(t), c.verifier_noise, c.seed) {}
+      : cfg(c), tok(t), model(w), amateur(wa), reference(wr), verifier(calculator_verifier(t), c.verifier_noise, c.seed),
+        semicolon(token_of(t, ";")) {}
+
+  static token_id token_of(const itscale::llama2c_tokenizer& tok, std::string_view piece) {
+    for (std::size_t i = 0; i < tok.vocab_size(); ++i)
+      if (tok.piece(static_cast<token_id>(i)) == piece) return static_cast<token_id>(i);
+    throw std::invalid_argument("the tokenizer has no token '" + std::string(piece) + "'");
+  }
+
+  /// The seed of a problem's searches (their proposers key streams by node id, so problems need
+  /// seeds of their own): 64 bits of the stream (settings seed, problem index).
+  [[nodiscard]] std::uint64_t problem_seed(const task& t) const {
+    const auto b = itscale::counter_rng(cfg.seed, t.index).bits(0xFFFFFFFFu, 0);
+    return std::uint64_t{b[0]} << 32 | b[1];
+  }
 
   void begin(const task& t) {
     pool.clear();

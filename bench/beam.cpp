@@ -20,6 +20,21 @@
 //                    overhead
 //   kernel_beam_select_us    kernels::beam_select (fused logsumexp + top 2K) on the K raw rows
 //   bookkeeping_per_kernel   bookkeeping / kernel_beam_select
+//
+//   beam_length/itscale/K:{4,16}/V:{512,32000}/L:{16,64,256,1024}
+//                                              one prompt, K beams, L new tokens, no EOS and no
+//                                              processor (every search runs all L steps), hash LM
+//   steps_per_s      beam steps per second of thread CPU time, source included, averaged over
+//                    the L steps of a search (if a step's cost grew with the length, as copying
+//                    each beam's tokens to its children did, the average would grow with L)
+//   us_per_step      its inverse, in microseconds
+//   vs_L16, vs_L64   steps_per_s / steps_per_s of the same K and V at L = 16 / 64 (when that ran
+//                    first): the long/short ratios, 1 when a step's cost does not depend on
+//                    length. The first tens of steps of any search are cheaper for a reason that
+//                    is not the length: the selection kernel's threshold filter keeps fewer
+//                    survivors while the beams' running scores are young (perf, K = 4, V = 512:
+//                    top_k filter 11% of the time at L = 16, 26% at L = 1024; source time per step
+//                    constant), so at small V vs_L16 is below 1 while vs_L64 is ~1
 // Flags: Google Benchmark's (e.g. --benchmark_filter=REGEX, --benchmark_repetitions=N).
 
 #include <benchmark/benchmark.h>
@@ -28,7 +43,9 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <span>
+#include <tuple>
 #include <string>
 #include <vector>
 
@@ -169,14 +186,14 @@ void bench_beam(benchmark::State& st, std::size_t k, std::size_t vocab) {
       },
       51) / static_cast<double>(k);
 
-  const itscale::beam_options o{.num_beams = k, .max_new_tokens = new_tokens};
+  const itscale::beam_options o{.num_beams = k, .stop = {.max_new_tokens = new_tokens}};
   timed_source src(itscale::hash_lm(vocab, model_seed));
   std::size_t steps = 0;
   const double t0 = cpu_now();
   for (auto _ : st) {
     auto r = itscale::beam_search(src, std::span<const token_id>(prompt), o);
-    steps += r.steps;
-    benchmark::DoNotOptimize(r.hypotheses.data());
+    steps += r.prompts[0].steps;
+    benchmark::DoNotOptimize(r.sequences.data());
   }
   const double total = cpu_now() - t0;
   const double iters = static_cast<double>(st.iterations());
@@ -203,6 +220,34 @@ void bench_beam(benchmark::State& st, std::size_t k, std::size_t vocab) {
   st.counters["bookkeeping_per_kernel"] = bookkeeping / kernel_s;
 }
 
+// steps_per_s of each (K, V, L) run so far, for the long/short ratio.
+std::map<std::tuple<std::size_t, std::size_t, std::size_t>, double>& length_rates() {
+  static std::map<std::tuple<std::size_t, std::size_t, std::size_t>, double> rates;
+  return rates;
+}
+
+void bench_length(benchmark::State& st, std::size_t k, std::size_t vocab, std::size_t length) {
+  const std::vector<token_id> prompt{1, 2, 3};
+  const itscale::beam_options o{.num_beams = k, .num_return_sequences = k, .stop = {.max_new_tokens = length}};
+  itscale::hash_lm lm(vocab, 1234);
+  std::size_t steps = 0;
+  const double t0 = cpu_now();
+  for (auto _ : st) {
+    auto r = itscale::beam_search(lm, std::span<const token_id>(prompt), o);
+    steps += r.prompts[0].steps;
+    benchmark::DoNotOptimize(r.sequences.data());
+  }
+  const double per_step = (cpu_now() - t0) / static_cast<double>(steps);
+  const double rate = 1.0 / per_step;
+  length_rates()[{k, vocab, length}] = rate;
+  st.counters["steps_per_s"] = rate;
+  st.counters["us_per_step"] = per_step * 1e6;
+  for (const std::size_t shorter : {std::size_t{16}, std::size_t{64}}) {
+    const auto base = length_rates().find({k, vocab, shorter});
+    if (base != length_rates().end()) st.counters["vs_L" + std::to_string(shorter)] = rate / base->second;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -212,6 +257,15 @@ int main(int argc, char** argv) {
                                    [k, v](benchmark::State& st) { bench_beam(st, k, v); })
           ->Unit(benchmark::kMillisecond)
           ->MinTime(0.5);
+  for (const std::size_t v : {std::size_t{512}, std::size_t{32000}})
+    for (const std::size_t k : {std::size_t{4}, std::size_t{16}})
+      for (const std::size_t len : {std::size_t{16}, std::size_t{64}, std::size_t{256}, std::size_t{1024}})
+        benchmark::RegisterBenchmark(("beam_length/itscale/K:" + std::to_string(k) + "/V:" + std::to_string(v) +
+                                      "/L:" + std::to_string(len))
+                                         .c_str(),
+                                     [k, v, len](benchmark::State& st) { bench_length(st, k, v, len); })
+            ->Unit(benchmark::kMillisecond)
+            ->MinTime(0.5);
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

@@ -52,7 +52,8 @@ struct args {
   std::size_t threads = 1;
   // The options common to all strategies are kept in `sampling` and copied to `beam`.
   itscale::sampling_options sampling{.stop = {.max_new_tokens = 64, .eos_token_id = {itscale::llama2c_tokenizer::eos}}};
-  itscale::beam_options beam{.num_beams = 4, .max_new_tokens = 64, .eos_token_id = {itscale::llama2c_tokenizer::eos}};
+  itscale::beam_options beam{.num_beams = 4,
+                             .stop = {.max_new_tokens = 64, .eos_token_id = {itscale::llama2c_tokenizer::eos}}};
 };
 
 /// The options, with their --help text. Integers are checked here (digits only); values the
@@ -101,8 +102,7 @@ void finish(args& a, bool saw_n) {
   // Greedy has one result; -n > 1 is left to validate() to reject with its own message.
   if (a.strat == strategy::greedy && !saw_n) s.num_return_sequences = 1;
   a.beam.num_return_sequences = a.n;
-  a.beam.stop.max_new_tokens = s.stop.max_new_tokens;
-  a.beam.stop.min_new_tokens = s.stop.min_new_tokens;
+  a.beam.stop = s.stop;
   a.beam.repetition_penalty = s.repetition_penalty;
   a.beam.no_repeat_ngram_size = s.no_repeat_ngram_size;
 }
@@ -211,8 +211,8 @@ int main(int argc, char** argv) {
       std::printf("strategy beam: num_beams %zu, length_penalty %g, num_return_sequences %zu, max_new_tokens %zu\n\n",
                   b.num_beams, b.length_penalty, b.num_return_sequences, b.stop.max_new_tokens);
       const auto r = itscale::beam_search(src, std::span<const itscale::token_id>(prompt), b);
-      for (std::size_t i = 0; i < r.hypotheses.size(); ++i) {
-        const auto& h = r.hypotheses[i];
+      for (std::size_t i = 0; i < r.size(); ++i) {
+        const auto& h = r[i];
         generated += h.tokens.size();
         lines.push_back("[beam " + std::to_string(i) + "] score " + std::to_string(h.score) + ", " +
                         std::to_string(h.tokens.size()) + " tokens, " + stop_name(h.stop) + "\n" +

@@ -40,3 +40,13 @@
 #include "itscale/search/beam_stopping.hpp"
 #include "itscale/search/diverse_beam_search.hpp"
 #include "itscale/search/stochastic_beam_search.hpp"
+
+#include "itscale/select/adaptive_consistency.hpp"
+#include "itscale/select/best_of_n.hpp"
+#include "itscale/select/consistency_result.hpp"
+#include "itscale/select/mbr.hpp"
+#include "itscale/select/mbr_utility.hpp"
+#include "itscale/select/rescore.hpp"
+#include "itscale/select/self_consistency.hpp"
+#include "itscale/select/stop_criteria.hpp"
+#include "itscale/select/vote.hpp"

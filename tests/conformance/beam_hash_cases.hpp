@@ -47,17 +47,17 @@ inline itscale::beam_options beam_options_from_hf(const nlohmann::json& cfg) {
       else throw std::runtime_error("unsupported early_stopping " + v.dump());
     }
     else if (k == "num_return_sequences") o.num_return_sequences = v.get<std::size_t>();
-    else if (k == "max_new_tokens") o.max_new_tokens = v.get<std::size_t>();
-    else if (k == "min_new_tokens") o.min_new_tokens = v.get<std::size_t>();
-    else if (k == "eos_token_id") o.eos_token_id = v.get<std::vector<itscale::token_id>>();
+    else if (k == "max_new_tokens") o.stop.max_new_tokens = v.get<std::size_t>();
+    else if (k == "min_new_tokens") o.stop.min_new_tokens = v.get<std::size_t>();
+    else if (k == "eos_token_id") o.stop.eos_token_id = v.get<std::vector<itscale::token_id>>();
     else if (k == "no_repeat_ngram_size") o.no_repeat_ngram_size = v.get<std::size_t>();
     else if (k == "repetition_penalty") o.repetition_penalty = v.get<float>();
     else throw std::runtime_error("unsupported generation option '" + k + "'");
   }
   // HF accepts what `validate()` rejects but means the same: a minimum beyond the maximum masks
   // EOS at every step (as min = max does), and with no EOS id the minimum does nothing.
-  if (o.min_new_tokens > o.max_new_tokens) o.min_new_tokens = o.max_new_tokens;
-  if (o.eos_token_id.empty()) o.min_new_tokens = 0;
+  if (o.stop.min_new_tokens > o.stop.max_new_tokens) o.stop.min_new_tokens = o.stop.max_new_tokens;
+  if (o.stop.eos_token_id.empty()) o.stop.min_new_tokens = 0;
   return o;
 }
 
@@ -82,20 +82,21 @@ inline void run_hash_beam_search(const nlohmann::json& cfg, const std::vector<nl
     const auto& scores = expected[p].at("sequences_scores");
     const std::string where = "prompt " + std::to_string(p) + ", hypothesis ";
     if (seqs.size() != scores.size()) throw std::runtime_error("sequences and sequences_scores differ in number");
-    if (got[p].hypotheses.size() != seqs.size()) {
+    const auto hyps = got.hypotheses(p);
+    if (hyps.size() != seqs.size()) {
       rep.fail(id, "prompt " + std::to_string(p) + ": expected " + std::to_string(seqs.size()) + " hypotheses, got " +
-                       std::to_string(got[p].hypotheses.size()));
+                       std::to_string(hyps.size()));
       return;
     }
     for (std::size_t j = 0; j < seqs.size(); ++j) {
-      const auto& h = got[p].hypotheses[j];
-      const auto want = strip_padding(seqs[j].get<std::vector<itscale::token_id>>(), opts.eos_token_id);
+      const auto& h = hyps[j];
+      const auto want = strip_padding(seqs[j].get<std::vector<itscale::token_id>>(), opts.stop.eos_token_id);
       if (h.tokens != want) {
         rep.fail(id, where + std::to_string(j) + ": expected " + join(want) + ", got " + join(h.tokens));
         return;
       }
       const double w = scores[j].get<double>();
-      if (!(std::abs(double{h.score} - w) <= 1e-4)) {
+      if (!(std::abs(h.score - w) <= 1e-4)) {
         rep.fail(id, where + std::to_string(j) + ": expected score " + std::to_string(w) + ", got " +
                          std::to_string(h.score));
         return;
@@ -127,7 +128,7 @@ inline void run_hash_generation(const nlohmann::json& cfg, const std::vector<nlo
   for (std::size_t p = 0; p < prompts.size(); ++p) {
     const auto& seqs = expected[p].at("sequences");
     if (seqs.size() != 1) throw std::runtime_error("greedy case with " + std::to_string(seqs.size()) + " sequences");
-    const auto want = strip_padding(seqs[0].get<std::vector<itscale::token_id>>(), opts.eos_token_id);
+    const auto want = strip_padding(seqs[0].get<std::vector<itscale::token_id>>(), opts.stop.eos_token_id);
     if (got[p].tokens != want) {
       rep.fail(id, "prompt " + std::to_string(p) + ": expected " + join(want) + ", got " + join(got[p].tokens));
       return;

@@ -88,9 +88,10 @@ inline void greedy(const weights_ptr& w, const nlohmann::json& m, const std::str
   if (want.size() < 2 || want[0] != 1) throw std::runtime_error("greedy_from_bos must start with BOS and continue");
   itscale::llama2c_model model(w);
   const std::vector<itscale::token_id> bos{1};
-  const auto out = itscale::generate(model, std::span<const itscale::token_id>(bos), {.stop = {.max_new_tokens = want.size() - 1}});
+  const auto out = itscale::generate(model, std::span<const itscale::token_id>(bos),
+                                     {.stop = {.max_new_tokens = want.size() - 1}});
   std::vector<itscale::token_id> got = bos;
-  got.insert(got.end(), out.at(0).tokens.begin(), out.at(0).tokens.end());
+  got.insert(got.end(), out.sequences.at(0).tokens.begin(), out.sequences.at(0).tokens.end());
   if (got != want) return rep.fail(id, "expected " + join(want) + ", got " + join(got));
   if (model.live_handles() != 0) return rep.fail(id, std::to_string(model.live_handles()) + " handles leaked");
   rep.pass();
@@ -110,17 +111,16 @@ inline void beam(const weights_ptr& w, const nlohmann::json& b, const std::strin
   if (seqs.size() != scores.size()) throw std::runtime_error("sequences and sequences_scores differ in number");
   itscale::llama2c_model model(w);
   const auto got = itscale::beam_search(model, std::span<const itscale::token_id>(prompt), opts);
-  if (got.hypotheses.size() != seqs.size())
-    return rep.fail(id, "expected " + std::to_string(seqs.size()) + " hypotheses, got " +
-                            std::to_string(got.hypotheses.size()));
+  if (got.size() != seqs.size())
+    return rep.fail(id, "expected " + std::to_string(seqs.size()) + " hypotheses, got " + std::to_string(got.size()));
   for (std::size_t j = 0; j < seqs.size(); ++j) {
-    const auto& h = got.hypotheses[j];
+    const auto& h = got[j];
     // HF pads finished hypotheses (pad 0 here) after their EOS.
-    const auto want = strip_padding(seqs[j].get<std::vector<itscale::token_id>>(), opts.eos_token_id);
+    const auto want = strip_padding(seqs[j].get<std::vector<itscale::token_id>>(), opts.stop.eos_token_id);
     if (h.tokens != want)
       return rep.fail(id, "hypothesis " + std::to_string(j) + ": expected " + join(want) + ", got " + join(h.tokens));
     const double ws = scores[j].get<double>();
-    if (!(std::fabs(double{h.score} - ws) <= 1e-4))
+    if (!(std::fabs(h.score - ws) <= 1e-4))
       return rep.fail(id, "hypothesis " + std::to_string(j) + ": expected score " + std::to_string(ws) + ", got " +
                               std::to_string(h.score));
   }

@@ -7,22 +7,26 @@
 
 namespace itscale_test {
 
-/// Checks that two results of beam_search / diverse_beam_search (one per prompt) are identical:
-/// every hypothesis's tokens, log-probs and score, and every traced candidate.
+/// Checks that two results of beam_search / diverse_beam_search are identical: every prompt's
+/// hypotheses (tokens, log-probs, sum and score) and every traced candidate.
 template <class Results>
 void check_same_search(const Results& a, const Results& b) {
-  REQUIRE(a.size() == b.size());
-  for (std::size_t p = 0; p < a.size(); ++p) {
-    REQUIRE(a[p].hypotheses.size() == b[p].hypotheses.size());
-    for (std::size_t j = 0; j < a[p].hypotheses.size(); ++j) {
-      CHECK(a[p].hypotheses[j].tokens == b[p].hypotheses[j].tokens);
-      CHECK(a[p].hypotheses[j].logprobs == b[p].hypotheses[j].logprobs);
-      CHECK(a[p].hypotheses[j].score == b[p].hypotheses[j].score);
+  REQUIRE(a.prompts.size() == b.prompts.size());
+  for (std::size_t p = 0; p < a.prompts.size(); ++p) {
+    const auto ha = a.hypotheses(p), hb = b.hypotheses(p);
+    REQUIRE(ha.size() == hb.size());
+    for (std::size_t j = 0; j < ha.size(); ++j) {
+      CHECK(ha[j].tokens == hb[j].tokens);
+      CHECK(ha[j].logprobs == hb[j].logprobs);
+      CHECK(ha[j].logprob_sum == hb[j].logprob_sum);
+      CHECK(ha[j].score == hb[j].score);
     }
-    REQUIRE(a[p].trace.size() == b[p].trace.size());
-    for (std::size_t st = 0; st < a[p].trace.size(); ++st) {
-      const auto& ca = a[p].trace[st].candidates;
-      const auto& cb = b[p].trace[st].candidates;
+    CHECK(a.prompts[p].steps == b.prompts[p].steps);
+    REQUIRE(a.prompts[p].trace.size() == b.prompts[p].trace.size());
+    for (std::size_t st = 0; st < a.prompts[p].trace.size(); ++st) {
+      CHECK(a.prompts[p].trace[st].group == b.prompts[p].trace[st].group);
+      const auto& ca = a.prompts[p].trace[st].candidates;
+      const auto& cb = b.prompts[p].trace[st].candidates;
       REQUIRE(ca.size() == cb.size());
       for (std::size_t c = 0; c < ca.size(); ++c) {
         CHECK(ca[c].token == cb[c].token);

@@ -61,13 +61,13 @@ struct reference_model {
         if (std::equal(prefix.end() - static_cast<std::ptrdiff_t>(n - 1), prefix.end(),
                        prefix.begin() + static_cast<std::ptrdiff_t>(i)))
           lp[static_cast<std::size_t>(prefix[i + n - 1])] = -INFINITY;
-    if (prefix.size() - prompt_length < o.min_new_tokens)
-      for (token_id e : o.eos_token_id) lp[static_cast<std::size_t>(e)] = -INFINITY;
+    if (prefix.size() - prompt_length < o.stop.min_new_tokens)
+      for (token_id e : o.stop.eos_token_id) lp[static_cast<std::size_t>(e)] = -INFINITY;
     return lp;
   }
 
   bool is_eos(token_id t) const {
-    return std::find(o.eos_token_id.begin(), o.eos_token_id.end(), t) != o.eos_token_id.end();
+    return std::find(o.stop.eos_token_id.begin(), o.stop.eos_token_id.end(), t) != o.stop.eos_token_id.end();
   }
 
   // Every complete sequence (ending in EOS, or of max_new_tokens tokens) with a finite score.
@@ -78,7 +78,7 @@ struct reference_model {
       if (lp[t] == -INFINITY) continue;
       prefix.push_back(static_cast<token_id>(t));
       const double s = sum + lp[t];
-      if (is_eos(static_cast<token_id>(t)) || len == o.max_new_tokens)
+      if (is_eos(static_cast<token_id>(t)) || len == o.stop.max_new_tokens)
         out[tokens(prefix.begin() + static_cast<std::ptrdiff_t>(prompt_length), prefix.end())] =
             s / std::pow(double(len), o.length_penalty);
       else
@@ -123,16 +123,16 @@ TEST_CASE("a beam wide enough to keep everything returns every sequence, ranked 
       const itscale::hash_lm lm(4, seed);
       const tokens prompt{1, 2};
       itscale::beam_options o{.num_beams = 128, .length_penalty = lp,
-                              .early_stopping = itscale::early_stopping_mode::never, .max_new_tokens = 4,
-                              .eos_token_id = {0}};
+                              .early_stopping = itscale::early_stopping_mode::never,
+                              .stop = {.max_new_tokens = 4, .eos_token_id = {0}}};
       const auto all = all_sequences(lm, o, prompt);
       REQUIRE(all.size() == 121);
       o.num_return_sequences = all.size();
       itscale::hash_lm src(4, seed);
       const auto r = itscale::beam_search(src, std::span<const token_id>(prompt), o);
-      REQUIRE(r.hypotheses.size() == all.size());
+      REQUIRE(r.hypotheses(0).size() == all.size());
       std::set<tokens> returned;
-      for (const auto& h : r.hypotheses) {
+      for (const auto& h : r.hypotheses(0)) {
         REQUIRE(all.count(h.tokens) == 1);
         CHECK(h.score == doctest::Approx(all.at(h.tokens)).epsilon(1e-5));
         double sum = 0;
@@ -143,37 +143,37 @@ TEST_CASE("a beam wide enough to keep everything returns every sequence, ranked 
         returned.insert(h.tokens);
       }
       CHECK(returned.size() == all.size());
-      CHECK(r.hypotheses.front().tokens == best_of(all).first);
-      for (std::size_t i = 1; i < r.hypotheses.size(); ++i) CHECK(r.hypotheses[i - 1].score >= r.hypotheses[i].score);
+      CHECK(r.hypotheses(0).front().tokens == best_of(all).first);
+      for (std::size_t i = 1; i < r.size(); ++i) CHECK(r[i - 1].score >= r[i].score);
       CHECK(src.live_handles() == 0);
     }
   }
 }
 
-TEST_CASE("search error: a moderate beam finds the exact best sequence; a narrow one sometimes does not") {
+TEST_CASE("beam search error: a moderate beam finds the exact best sequence; a narrow one sometimes does not") {
   // V = 6, 5 new tokens, two EOS ids: thousands of sequences, enumerated exactly.
   std::size_t narrow_misses = 0;
   for (std::uint64_t seed = 1; seed <= 12; ++seed) {
     CAPTURE(seed);
     const tokens prompt{3};
     itscale::beam_options o{.num_beams = 64, .length_penalty = 1.0,
-                            .early_stopping = itscale::early_stopping_mode::never, .max_new_tokens = 5,
-                            .eos_token_id = {0, 1}};
+                            .early_stopping = itscale::early_stopping_mode::never,
+                            .stop = {.max_new_tokens = 5, .eos_token_id = {0, 1}}};
     const itscale::hash_lm lm(6, seed);
     const auto [best, best_score] = best_of(all_sequences(lm, o, prompt));
     itscale::hash_lm src(6, seed);
     const auto wide = itscale::beam_search(src, std::span<const token_id>(prompt), o);
-    CHECK(wide.hypotheses.front().tokens == best);
-    CHECK(wide.hypotheses.front().score == doctest::Approx(best_score).epsilon(1e-5));
+    CHECK(wide.hypotheses(0).front().tokens == best);
+    CHECK(wide.hypotheses(0).front().score == doctest::Approx(best_score).epsilon(1e-5));
     o.num_beams = 1;
     const auto narrow = itscale::beam_search(src, std::span<const token_id>(prompt), o);
-    CHECK(narrow.hypotheses.front().score <= best_score + 1e-5);
-    narrow_misses += narrow.hypotheses.front().tokens != best;
+    CHECK(narrow.hypotheses(0).front().score <= best_score + 1e-5);
+    narrow_misses += narrow.hypotheses(0).front().tokens != best;
   }
   CHECK(narrow_misses > 0);  // otherwise this test could not tell a search from a lucky greedy pass
 }
 
-TEST_CASE("processors act on log-probs as in HF: exhaustive search equals enumeration under them") {
+TEST_CASE("beam search processors act on log-probs as in HF: exhaustive search equals enumeration under them") {
   struct setup {
     float repetition_penalty;
     std::size_t no_repeat_ngram_size, min_new_tokens;
@@ -184,8 +184,8 @@ TEST_CASE("processors act on log-probs as in HF: exhaustive search equals enumer
     CAPTURE(p.min_new_tokens);
     const tokens prompt{1, 2, 1};
     itscale::beam_options o{.num_beams = 128, .length_penalty = 1.0,
-                            .early_stopping = itscale::early_stopping_mode::never, .max_new_tokens = 4,
-                            .min_new_tokens = p.min_new_tokens, .eos_token_id = {0},
+                            .early_stopping = itscale::early_stopping_mode::never,
+                            .stop = {.max_new_tokens = 4, .min_new_tokens = p.min_new_tokens, .eos_token_id = {0}},
                             .no_repeat_ngram_size = p.no_repeat_ngram_size, .repetition_penalty = p.repetition_penalty};
     const itscale::hash_lm lm(4, 7);
     const auto all = all_sequences(lm, o, prompt);
@@ -193,36 +193,36 @@ TEST_CASE("processors act on log-probs as in HF: exhaustive search equals enumer
     o.num_return_sequences = all.size();
     itscale::hash_lm src(4, 7);
     const auto r = itscale::beam_search(src, std::span<const token_id>(prompt), o);
-    REQUIRE(r.hypotheses.size() == all.size());
-    for (const auto& h : r.hypotheses) {
+    REQUIRE(r.hypotheses(0).size() == all.size());
+    for (const auto& h : r.hypotheses(0)) {
       REQUIRE(all.count(h.tokens) == 1);
       CHECK(h.score == doctest::Approx(all.at(h.tokens)).epsilon(1e-5));
-      CHECK(h.tokens.size() >= std::min<std::size_t>(p.min_new_tokens + 1, o.max_new_tokens));
+      CHECK(h.tokens.size() >= std::min<std::size_t>(p.min_new_tokens + 1, o.stop.max_new_tokens));
     }
-    CHECK(r.hypotheses.front().tokens == best_of(all).first);
+    CHECK(r.hypotheses(0).front().tokens == best_of(all).first);
   }
 }
 
-TEST_CASE("several prompts in one search equal searching each alone") {
+TEST_CASE("beam search: several prompts in one search equal searching each alone") {
   // Different prompt lengths and stopping times, so prompts leave the batch at different steps.
   const std::vector<tokens> prompts{{4, 5, 6}, {7}, {10, 11, 12, 13, 14}, {4, 5, 6}};
   for (const auto mode : {itscale::early_stopping_mode::heuristic, itscale::early_stopping_mode::when_full,
                           itscale::early_stopping_mode::never}) {
     const itscale::beam_options o{.num_beams = 5, .length_penalty = 0.7, .early_stopping = mode,
-                                  .num_return_sequences = 3, .max_new_tokens = 12, .eos_token_id = {0, 3},
+                                  .num_return_sequences = 3, .stop = {.max_new_tokens = 12, .eos_token_id = {0, 3}},
                                   .record_trace = true};
     itscale::hash_lm lm(60, 41);
     const auto together = itscale::beam_search(lm, prompts, o);
-    REQUIRE(together.size() == prompts.size());
+    REQUIRE(together.prompts.size() == prompts.size());
     for (std::size_t p = 0; p < prompts.size(); ++p) {
       const auto alone = itscale::beam_search(lm, std::span<const token_id>(prompts[p]), o);
-      REQUIRE(alone.hypotheses.size() == together[p].hypotheses.size());
-      CHECK(alone.steps == together[p].steps);
-      CHECK(alone.trace.size() == together[p].trace.size());
-      for (std::size_t j = 0; j < alone.hypotheses.size(); ++j) {
-        CHECK(alone.hypotheses[j].tokens == together[p].hypotheses[j].tokens);
-        CHECK(alone.hypotheses[j].score == together[p].hypotheses[j].score);  // bit-identical
-        CHECK(alone.hypotheses[j].logprobs == together[p].hypotheses[j].logprobs);
+      REQUIRE(alone.hypotheses(0).size() == together.hypotheses(p).size());
+      CHECK(alone.prompts[0].steps == together.prompts[p].steps);
+      CHECK(alone.prompts[0].trace.size() == together.prompts[p].trace.size());
+      for (std::size_t j = 0; j < alone.hypotheses(0).size(); ++j) {
+        CHECK(alone.hypotheses(0)[j].tokens == together.hypotheses(p)[j].tokens);
+        CHECK(alone.hypotheses(0)[j].score == together.hypotheses(p)[j].score);  // bit-identical
+        CHECK(alone.hypotheses(0)[j].logprobs == together.hypotheses(p)[j].logprobs);
       }
     }
     CHECK(lm.live_handles() == 0);
@@ -235,7 +235,7 @@ struct opaque_identity {
   void apply(std::span<float>, const itscale::step_context&) const noexcept {}
 };
 
-TEST_CASE("selection on the shifted logits equals selection on written log-probs, bit for bit") {
+TEST_CASE("beam search: selection on the shifted logits equals selection on written log-probs, bit for bit") {
   // The masking processors (no-repeat-n-gram, min-new-tokens) act on the shifted row on the first
   // path, on the log-probs on the second; vocabularies wide enough for the SIMD main loops.
   const std::vector<tokens> prompts{{4, 5, 6}, {7}, {10, 11, 12, 13, 14}};
@@ -244,26 +244,26 @@ TEST_CASE("selection on the shifted logits equals selection on written log-probs
       CAPTURE(vocab);
       CAPTURE(k);
       const itscale::beam_options o{.num_beams = k, .length_penalty = 0.7, .num_return_sequences = k,
-                                    .max_new_tokens = 10, .min_new_tokens = 3, .eos_token_id = {0, 3},
+                                    .stop = {.max_new_tokens = 10, .min_new_tokens = 3, .eos_token_id = {0, 3}},
                                     .no_repeat_ngram_size = 2, .record_trace = true};
       itscale::hash_lm lm(vocab, 23);
       const std::vector<std::span<const token_id>> spans(prompts.begin(), prompts.end());
       const auto fused = itscale::beam_search(lm, spans, o);
       const auto written = itscale::beam_search(lm, spans, o, opaque_identity{});
       itscale_test::check_same_search(fused, written);
-      for (std::size_t p = 0; p < fused.size(); ++p) CHECK(fused[p].steps == written[p].steps);
+      for (std::size_t p = 0; p < fused.prompts.size(); ++p) CHECK(fused.prompts[p].steps == written.prompts[p].steps);
       CHECK(lm.live_handles() == 0);
     }
 }
 
-TEST_CASE("the trace lists each step's candidates best first, with what became of them") {
+TEST_CASE("beam search: the trace lists each step's candidates best first, with what became of them") {
   itscale::hash_lm lm(30, 5);
   const tokens prompt{2, 3};
-  const itscale::beam_options o{.num_beams = 4, .num_return_sequences = 4, .max_new_tokens = 8,
-                                .eos_token_id = {0, 1}, .record_trace = true};
+  const itscale::beam_options o{.num_beams = 4, .num_return_sequences = 4,
+                                .stop = {.max_new_tokens = 8, .eos_token_id = {0, 1}}, .record_trace = true};
   const auto r = itscale::beam_search(lm, std::span<const token_id>(prompt), o);
-  REQUIRE(r.trace.size() == r.steps);
-  for (const auto& st : r.trace) {
+  REQUIRE(r.prompts[0].trace.size() == r.prompts[0].steps);
+  for (const auto& st : r.prompts[0].trace) {
     CHECK(st.candidates.size() == 12);  // max(2, 1 + 2 EOS ids) * 4
     std::size_t running = 0;
     for (std::size_t i = 0; i < st.candidates.size(); ++i) {
@@ -276,24 +276,25 @@ TEST_CASE("the trace lists each step's candidates best first, with what became o
     }
     CHECK(running <= 4);
   }
-  CHECK(itscale::beam_search(lm, std::span<const token_id>(prompt), {.max_new_tokens = 8}).trace.empty());
+  CHECK(itscale::beam_search(lm, std::span<const token_id>(prompt), {.stop = {.max_new_tokens = 8}})
+            .prompts[0].trace.empty());
 }
 
-TEST_CASE("patience > 1 never returns a worse best hypothesis, and sometimes a better one") {
+TEST_CASE("beam search: patience > 1 never returns a worse best hypothesis, and sometimes a better one") {
   std::size_t better = 0;
   for (std::uint64_t seed = 1; seed <= 40; ++seed) {
     CAPTURE(seed);
     const tokens prompt{5, 6};
     itscale::beam_options o{.num_beams = 3, .length_penalty = 1.0,
-                            .early_stopping = itscale::early_stopping_mode::when_full, .max_new_tokens = 12,
-                            .eos_token_id = {0, 1, 2}};
+                            .early_stopping = itscale::early_stopping_mode::when_full,
+                            .stop = {.max_new_tokens = 12, .eos_token_id = {0, 1, 2}}};
     itscale::hash_lm lm(20, seed);
     const auto base = itscale::beam_search(lm, std::span<const token_id>(prompt), o);
     o.patience = 3.0;
     const auto patient = itscale::beam_search(lm, std::span<const token_id>(prompt), o);
-    CHECK(patient.hypotheses.front().score >= base.hypotheses.front().score);
-    CHECK(patient.steps >= base.steps);
-    better += patient.hypotheses.front().score > base.hypotheses.front().score;
+    CHECK(patient.hypotheses(0).front().score >= base.hypotheses(0).front().score);
+    CHECK(patient.prompts[0].steps >= base.prompts[0].steps);
+    better += patient.hypotheses(0).front().score > base.hypotheses(0).front().score;
   }
   CHECK(better > 0);
 }
@@ -302,12 +303,13 @@ TEST_CASE("beams fork through repeated parents; at most 2K live handles per prom
   const std::vector<tokens> prompts{{1, 2}, {3}, {4, 5, 6}};
   const std::size_t k = 6;
   test_support::instrumented_source<itscale::hash_lm> src(itscale::hash_lm(40, 9));
-  const itscale::beam_options o{.num_beams = k, .num_return_sequences = 2, .max_new_tokens = 10, .eos_token_id = {0}};
+  const itscale::beam_options o{.num_beams = k, .num_return_sequences = 2,
+                                .stop = {.max_new_tokens = 10, .eos_token_id = {0}}};
   const auto r = itscale::beam_search(src, prompts, o);
-  REQUIRE(r.size() == 3);
+  REQUIRE(r.prompts.size() == 3);
   CHECK(src.prefills == 3);
   std::size_t longest = 0;
-  for (const auto& x : r) longest = std::max(longest, x.steps);
+  for (const auto& x : r.prompts) longest = std::max(longest, x.steps);
   CHECK(src.extends == longest - 1);  // one batched extend per step; the last step needs no logits
   CHECK(has_repeated_parent(src.extend_parents));
   CHECK(src.peak_live <= static_cast<std::ptrdiff_t>(prompts.size() * 2 * k));
@@ -337,15 +339,16 @@ struct extend_census {
 TEST_CASE("dead beams are released before the extend: only the parents it forks are live then") {
   const std::vector<tokens> prompts{{1, 2}, {3}, {4, 5, 6}};
   extend_census src{itscale::hash_lm(40, 9), {}};
-  (void)itscale::beam_search(src, prompts, {.num_beams = 6, .max_new_tokens = 10, .eos_token_id = {0}});
+  (void)itscale::beam_search(src, prompts, {.num_beams = 6, .stop = {.max_new_tokens = 10, .eos_token_id = {0}}});
   REQUIRE(!src.at_extend.empty());
   for (const auto& [live, parents] : src.at_extend) CHECK(live == parents);
   CHECK(src.lm.live_handles() == 0);
 }
 
-TEST_CASE("a backend that throws at any call: the exception propagates and every handle is released") {
+TEST_CASE("beam search: a backend that throws at any call: the exception propagates and every handle is released") {
   const std::vector<tokens> prompts{{1, 2}, {3}};
-  const itscale::beam_options o{.num_beams = 4, .num_return_sequences = 2, .max_new_tokens = 9, .eos_token_id = {0}};
+  const itscale::beam_options o{.num_beams = 4, .num_return_sequences = 2,
+                                .stop = {.max_new_tokens = 9, .eos_token_id = {0}}};
   test_support::instrumented_source<itscale::hash_lm> probe(itscale::hash_lm(25, 3));
   (void)itscale::beam_search(probe, prompts, o);
   const std::size_t calls = probe.prefills + probe.extends;
@@ -359,9 +362,9 @@ TEST_CASE("a backend that throws at any call: the exception propagates and every
   }
 }
 
-TEST_CASE("bad backend output (NaN, +inf, a wholly masked row) is an error and leaks nothing") {
+TEST_CASE("beam search: bad backend output (NaN, +inf, a wholly masked row) is an error and leaks nothing") {
   const tokens prompt{1, 2};
-  const itscale::beam_options o{.num_beams = 3, .max_new_tokens = 6};
+  const itscale::beam_options o{.num_beams = 3, .stop = {.max_new_tokens = 6}};
   for (const float bad : {NAN, INFINITY}) {
     for (std::size_t call = 0; call < 4; ++call) {
       test_support::instrumented_source<itscale::hash_lm> src(itscale::hash_lm(20, 1));
@@ -379,9 +382,10 @@ TEST_CASE("bad backend output (NaN, +inf, a wholly masked row) is an error and l
   CHECK_THROWS_AS((void)itscale::beam_search(dead, std::span<const token_id>(prompt), o), itscale::search_error);
 }
 
-TEST_CASE("a user processor runs on log-probs after the built-in ones; a throwing one leaks nothing") {
+TEST_CASE("beam search: a user processor runs on log-probs after the built-in ones; a throwing one leaks nothing") {
   const tokens prompt{1, 2};
-  const itscale::beam_options o{.num_beams = 4, .num_return_sequences = 4, .max_new_tokens = 8, .eos_token_id = {0}};
+  const itscale::beam_options o{.num_beams = 4, .num_return_sequences = 4,
+                                .stop = {.max_new_tokens = 8, .eos_token_id = {0}}};
   struct ban_odd {
     void apply(std::span<float> row, const itscale::step_context&) const {
       for (std::size_t t = 1; t < row.size(); t += 2) row[t] = itscale::masked_logit;
@@ -390,7 +394,7 @@ TEST_CASE("a user processor runs on log-probs after the built-in ones; a throwin
   test_support::instrumented_source<itscale::hash_lm> src(itscale::hash_lm(30, 4));
   const std::span<const token_id> one(prompt);
   const auto r = itscale::beam_search(src, std::span<const std::span<const token_id>>(&one, 1), o, ban_odd{});
-  for (const auto& h : r[0].hypotheses)
+  for (const auto& h : r.hypotheses(0))
     for (token_id t : h.tokens) CHECK(t % 2 == 0);
   CHECK(src.live == 0);
 
@@ -406,7 +410,7 @@ TEST_CASE("a user processor runs on log-probs after the built-in ones; a throwin
     }
   };
   const auto capped = itscale::beam_search(src, std::span<const std::span<const token_id>>(&one, 1), o, cap_length{});
-  for (const auto& h : capped[0].hypotheses) CHECK(h.tokens.size() <= 4);
+  for (const auto& h : capped.hypotheses(0)) CHECK(h.tokens.size() <= 4);
   CHECK(src.live == 0);
 
   struct thrower {
@@ -423,13 +427,14 @@ TEST_CASE("more beams than the vocabulary holds: HF's placeholder beams, no cras
   itscale::hash_lm lm(3, 2);
   const tokens prompt{1};
   const auto r = itscale::beam_search(lm, std::span<const token_id>(prompt),
-                                      {.num_beams = 8, .num_return_sequences = 8, .max_new_tokens = 3, .eos_token_id = {0}});
-  CHECK(r.hypotheses.size() == 8);
-  CHECK(r.hypotheses.front().score > -100.0f);  // the best are real sequences, not placeholders
+                                      {.num_beams = 8, .num_return_sequences = 8,
+                                       .stop = {.max_new_tokens = 3, .eos_token_id = {0}}});
+  CHECK(r.hypotheses(0).size() == 8);
+  CHECK(r.hypotheses(0).front().score > -100.0f);  // the best are real sequences, not placeholders
   CHECK(lm.live_handles() == 0);
 }
 
-TEST_CASE("bad options and input each throw a message naming the problem, before the source is touched") {
+TEST_CASE("beam search: bad options and input each throw a message naming the problem, before the source is touched") {
   test_support::instrumented_source<itscale::hash_lm> src(itscale::hash_lm(10, 1));
   const tokens prompt{1, 2};
   const std::span<const token_id> p(prompt);
@@ -444,12 +449,12 @@ TEST_CASE("bad options and input each throw a message naming the problem, before
   throws_option({.num_beams = 0}, "num_beams");
   throws_option({.num_beams = 2, .num_return_sequences = 3}, "num_return_sequences");
   throws_option({.num_return_sequences = 0}, "num_return_sequences");
-  throws_option({.max_new_tokens = 0}, "max_new_tokens");
-  throws_option({.max_new_tokens = 0, .min_new_tokens = 2, .eos_token_id = {0}}, "max_new_tokens");
-  throws_option({.max_new_tokens = 3, .min_new_tokens = 4, .eos_token_id = {0}}, "min_new_tokens");
-  throws_option({.min_new_tokens = 2}, "min_new_tokens");
-  throws_option({.eos_token_id = {-1}}, "eos_token_id");
-  throws_option({.eos_token_id = {10}}, "eos_token_id");
+  throws_option({.stop = {.max_new_tokens = 0}}, "max_new_tokens");
+  throws_option({.stop = {.max_new_tokens = 0, .min_new_tokens = 2, .eos_token_id = {0}}}, "max_new_tokens");
+  throws_option({.stop = {.max_new_tokens = 3, .min_new_tokens = 4, .eos_token_id = {0}}}, "min_new_tokens");
+  throws_option({.stop = {.min_new_tokens = 2}}, "min_new_tokens");
+  throws_option({.stop = {.eos_token_id = {-1}}}, "eos_token_id");
+  throws_option({.stop = {.eos_token_id = {10}}}, "eos_token_id");
   throws_option({.repetition_penalty = 0.0f}, "repetition_penalty");
   throws_option({.repetition_penalty = NAN}, "repetition_penalty");
   throws_option({.length_penalty = INFINITY}, "length_penalty");
@@ -476,38 +481,42 @@ namespace {
 template <class S, class P>
 concept beam_search_accepts = requires(S& s, std::span<const token_id> prompt, const std::vector<tokens>& prompts,
                                        std::span<const std::span<const token_id>> spans,
-                                       const itscale::beam_options& o, const P& user) {
+                                       std::span<const itscale::live_request<S>> live, const itscale::prefilled<S>& start,
+                                       const itscale::beam_options& o, const P& user, const itscale::run_options& run) {
   { itscale::beam_search(s, prompt, o) } -> std::same_as<itscale::beam_search_result>;
-  { itscale::beam_search(s, prompts, o) } -> std::same_as<std::vector<itscale::beam_search_result>>;
-  { itscale::beam_search(s, spans, o) } -> std::same_as<std::vector<itscale::beam_search_result>>;
-  { itscale::beam_search(s, spans, o, user) } -> std::same_as<std::vector<itscale::beam_search_result>>;
+  { itscale::beam_search(s, prompts, o) } -> std::same_as<itscale::beam_search_result>;
+  { itscale::beam_search(s, spans, o, run) } -> std::same_as<itscale::beam_search_result>;
+  { itscale::beam_search(s, spans, o, user, run) } -> std::same_as<itscale::beam_search_result>;
+  { itscale::beam_search(s, live, o, user, run) } -> std::same_as<itscale::beam_search_result>;
+  { itscale::beam_search(s, start, o) } -> std::same_as<itscale::beam_search_result>;
 };
 }  // namespace
 static_assert(beam_search_accepts<itscale::logit_source_archetype, itscale::logits_processor_archetype>);
 static_assert(beam_search_accepts<itscale::logit_source_archetype, itscale::stateful_logits_processor_archetype>);
-template std::vector<itscale::beam_search_result> itscale::beam_search(
+template itscale::beam_search_result itscale::beam_search(
     itscale::logit_source_archetype&, std::span<const std::span<const token_id>>, const itscale::beam_options&,
-    const itscale::logits_processor_archetype&);
-template std::vector<itscale::beam_search_result> itscale::beam_search(
+    const itscale::logits_processor_archetype&, const itscale::run_options&);
+template itscale::beam_search_result itscale::beam_search(
     itscale::logit_source_archetype&, std::span<const std::span<const token_id>>, const itscale::beam_options&,
-    const itscale::stateful_logits_processor_archetype&);
+    const itscale::stateful_logits_processor_archetype&, const itscale::run_options&);
 
-TEST_CASE("early_stopping never with a positive length penalty searches at least as long as the heuristic") {
+TEST_CASE("beam search: early_stopping never with a positive length penalty searches at least as long as the "
+          "heuristic") {
   // Same running beams, a looser stopping bound: never a worse best hypothesis, sometimes better.
   std::size_t better = 0;
   for (std::uint64_t seed = 1; seed <= 40; ++seed) {
     CAPTURE(seed);
     const tokens prompt{5, 6};
     itscale::beam_options o{.num_beams = 2, .length_penalty = 2.0,
-                            .early_stopping = itscale::early_stopping_mode::heuristic, .max_new_tokens = 12,
-                            .eos_token_id = {0, 1}};
+                            .early_stopping = itscale::early_stopping_mode::heuristic,
+                            .stop = {.max_new_tokens = 12, .eos_token_id = {0, 1}}};
     itscale::hash_lm lm(10, seed);
     const auto heuristic = itscale::beam_search(lm, std::span<const token_id>(prompt), o);
     o.early_stopping = itscale::early_stopping_mode::never;
     const auto never = itscale::beam_search(lm, std::span<const token_id>(prompt), o);
-    CHECK(never.hypotheses.front().score >= heuristic.hypotheses.front().score);
-    CHECK(never.steps >= heuristic.steps);
-    better += never.hypotheses.front().score > heuristic.hypotheses.front().score;
+    CHECK(never.hypotheses(0).front().score >= heuristic.hypotheses(0).front().score);
+    CHECK(never.prompts[0].steps >= heuristic.prompts[0].steps);
+    better += never.hypotheses(0).front().score > heuristic.hypotheses(0).front().score;
   }
   CHECK(better > 0);
 }

@@ -45,29 +45,30 @@ TEST_CASE("diverse beam search with one group is exactly beam_search") {
         CAPTURE(k);
         CAPTURE(patience);
         const itscale::beam_options bo{.num_beams = k, .length_penalty = 0.7, .early_stopping = mode,
-                                       .num_return_sequences = k, .max_new_tokens = 12,
-                                       .eos_token_id = {0, 3}, .no_repeat_ngram_size = 3,
+                                       .num_return_sequences = k,
+                                       .stop = {.max_new_tokens = 12, .eos_token_id = {0, 3}},
+                                       .no_repeat_ngram_size = 3,
                                        .repetition_penalty = 1.3f, .patience = patience, .record_trace = true};
         itscale::hash_lm lm(50, 17);
         const auto plain = itscale::beam_search(lm, prompts, bo);
         // A penalty with one group has no earlier group to act on.
         const auto div = itscale::diverse_beam_search(lm, prompts, {.beam = bo, .num_beam_groups = 1, .diversity_penalty = 3.0});
-        REQUIRE(plain.size() == div.size());
-        for (std::size_t p = 0; p < plain.size(); ++p) {
-          REQUIRE(plain[p].hypotheses.size() == div[p].hypotheses.size());
-          CHECK(plain[p].steps == div[p].steps);
-          for (std::size_t j = 0; j < plain[p].hypotheses.size(); ++j) {
-            CHECK(plain[p].hypotheses[j].tokens == div[p].hypotheses[j].tokens);
-            CHECK(plain[p].hypotheses[j].score == div[p].hypotheses[j].score);  // bit-identical
-            CHECK(plain[p].hypotheses[j].logprobs == div[p].hypotheses[j].logprobs);
-            CHECK(div[p].group[j] == 0);
+        REQUIRE(plain.prompts.size() == div.prompts.size());
+        for (std::size_t p = 0; p < plain.prompts.size(); ++p) {
+          REQUIRE(plain.hypotheses(p).size() == div.hypotheses(p).size());
+          CHECK(plain.prompts[p].steps == div.prompts[p].steps);
+          for (std::size_t j = 0; j < plain.hypotheses(p).size(); ++j) {
+            CHECK(plain.hypotheses(p)[j].tokens == div.hypotheses(p)[j].tokens);
+            CHECK(plain.hypotheses(p)[j].score == div.hypotheses(p)[j].score);  // bit-identical
+            CHECK(plain.hypotheses(p)[j].logprobs == div.hypotheses(p)[j].logprobs);
+            CHECK(div.groups(p)[j] == 0);
           }
-          REQUIRE(plain[p].trace.size() == div[p].trace.size());
-          for (std::size_t s = 0; s < plain[p].trace.size(); ++s) {
-            REQUIRE(plain[p].trace[s].candidates.size() == div[p].trace[s].candidates.size());
-            for (std::size_t c = 0; c < plain[p].trace[s].candidates.size(); ++c) {
-              CHECK(plain[p].trace[s].candidates[c].token == div[p].trace[s].candidates[c].token);
-              CHECK(plain[p].trace[s].candidates[c].score == div[p].trace[s].candidates[c].score);
+          REQUIRE(plain.prompts[p].trace.size() == div.prompts[p].trace.size());
+          for (std::size_t s = 0; s < plain.prompts[p].trace.size(); ++s) {
+            REQUIRE(plain.prompts[p].trace[s].candidates.size() == div.prompts[p].trace[s].candidates.size());
+            for (std::size_t c = 0; c < plain.prompts[p].trace[s].candidates.size(); ++c) {
+              CHECK(plain.prompts[p].trace[s].candidates[c].token == div.prompts[p].trace[s].candidates[c].token);
+              CHECK(plain.prompts[p].trace[s].candidates[c].score == div.prompts[p].trace[s].candidates[c].score);
             }
           }
         }
@@ -86,7 +87,7 @@ TEST_CASE("diverse beam search: penalised selection on shifted logits equals it 
   for (const std::size_t vocab : {std::size_t{41}, std::size_t{3001}}) {
     CAPTURE(vocab);
     const itscale::diverse_beam_options o{
-        .beam = {.num_beams = 6, .num_return_sequences = 6, .max_new_tokens = 8, .eos_token_id = {0},
+        .beam = {.num_beams = 6, .num_return_sequences = 6, .stop = {.max_new_tokens = 8, .eos_token_id = {0}},
                  .no_repeat_ngram_size = 2, .record_trace = true},
         .num_beam_groups = 3,
         .diversity_penalty = 0.75};
@@ -95,24 +96,24 @@ TEST_CASE("diverse beam search: penalised selection on shifted logits equals it 
     const auto fused = itscale::diverse_beam_search(lm, spans, o);
     const auto written = itscale::diverse_beam_search(lm, spans, o, opaque_identity{});
     itscale_test::check_same_search(fused, written);
-    for (std::size_t p = 0; p < fused.size(); ++p) CHECK(fused[p].group == written[p].group);
+    CHECK(fused.group == written.group);
     CHECK(lm.live_handles() == 0);
   }
 }
 
-TEST_CASE("with a positive penalty the groups' best hypotheses start differently; without it they coincide") {
+TEST_CASE("diverse beam search: with a positive penalty the groups' best hypotheses start differently; without it they coincide") {
   std::size_t differ_with_penalty = 0, runs = 0;
   for (std::uint64_t seed = 1; seed <= 20; ++seed) {
     CAPTURE(seed);
     const tokens prompt{1, 2};
     // No EOS: every hypothesis' first token is one its group continued with at the first step.
-    itscale::diverse_beam_options o{.beam = {.num_beams = 6, .num_return_sequences = 6, .max_new_tokens = 6},
+    itscale::diverse_beam_options o{.beam = {.num_beams = 6, .num_return_sequences = 6, .stop = {.max_new_tokens = 6}},
                                     .num_beam_groups = 3, .diversity_penalty = 0.0};
     itscale::hash_lm lm(40, seed);
     // Penalty 0: every group runs the same search; each group's best hypothesis is the same.
     auto r0 = itscale::diverse_beam_search(lm, std::span<const token_id>(prompt), o);
     std::map<std::size_t, tokens> best0;
-    for (std::size_t j = 0; j < r0.hypotheses.size(); ++j) best0.try_emplace(r0.group[j], r0.hypotheses[j].tokens);
+    for (std::size_t j = 0; j < r0.size(); ++j) best0.try_emplace(r0.group[j], r0[j].tokens);
     for (const auto& [g, t] : best0) CHECK(t == best0.begin()->second);
 
     // A penalty larger than any log-prob gap (logits lie in [-8, 8)): group g must open with a
@@ -120,7 +121,8 @@ TEST_CASE("with a positive penalty the groups' best hypotheses start differently
     o.diversity_penalty = 100.0;
     const auto r = itscale::diverse_beam_search(lm, std::span<const token_id>(prompt), o);
     std::map<std::size_t, token_id> first_of_best;
-    for (std::size_t j = 0; j < r.hypotheses.size(); ++j) first_of_best.try_emplace(r.group[j], r.hypotheses[j].tokens.front());
+    for (std::size_t j = 0; j < r.hypotheses(0).size(); ++j)
+      first_of_best.try_emplace(r.group[j], r.hypotheses(0)[j].tokens.front());
     REQUIRE(first_of_best.size() == 3);
     std::set<token_id> firsts;
     for (const auto& [g, t] : first_of_best) firsts.insert(t);
@@ -129,7 +131,7 @@ TEST_CASE("with a positive penalty the groups' best hypotheses start differently
     o.diversity_penalty = 1.0;
     const auto rm = itscale::diverse_beam_search(lm, std::span<const token_id>(prompt), o);
     std::map<std::size_t, tokens> best_m;
-    for (std::size_t j = 0; j < rm.hypotheses.size(); ++j) best_m.try_emplace(rm.group[j], rm.hypotheses[j].tokens);
+    for (std::size_t j = 0; j < rm.size(); ++j) best_m.try_emplace(rm.group[j], rm[j].tokens);
     std::set<tokens> distinct;
     for (const auto& [g, t] : best_m) distinct.insert(t);
     differ_with_penalty += distinct.size() == best_m.size();
@@ -174,7 +176,7 @@ std::vector<token_id> reference_first_step(const itscale::hash_lm& lm, const tok
 
 }  // namespace
 
-TEST_CASE("the penalty counts the earlier groups' tokens at this step, with multiplicity (first step vs reference)") {
+TEST_CASE("diverse beam search: the penalty counts the earlier groups' tokens at this step, with multiplicity (first step vs reference)") {
   for (const float penalty : {0.3f, 1.0f, 2.5f}) {
     for (std::uint64_t seed = 1; seed <= 6; ++seed) {
       CAPTURE(penalty);
@@ -184,27 +186,28 @@ TEST_CASE("the penalty counts the earlier groups' tokens at this step, with mult
       itscale::hash_lm lm(12, seed);
       const auto r = itscale::diverse_beam_search(
           lm, std::span<const token_id>(prompt),
-          {.beam = {.num_beams = groups * gs, .max_new_tokens = 3, .eos_token_id = {0}, .record_trace = true},
+          {.beam = {.num_beams = groups * gs, .stop = {.max_new_tokens = 3, .eos_token_id = {0}}, .record_trace = true},
            .num_beam_groups = groups, .diversity_penalty = penalty});
-      REQUIRE(r.trace.size() >= groups);
+      REQUIRE(r.prompts[0].trace.size() >= groups);
       std::vector<token_id> got;
       for (std::size_t g = 0; g < groups; ++g) {
-        CHECK(r.trace_group[g] == g);
-        for (const auto& c : r.trace[g].candidates)
+        CHECK(r.prompts[0].trace[g].group == g);
+        for (const auto& c : r.prompts[0].trace[g].candidates)
           if (c.kept_running) got.push_back(c.token);
       }
       CHECK(got == reference_first_step(lm, prompt, groups, gs, penalty));
       // The recorded log-prob of a penalised token includes the penalty (as HF's scores do).
       for (std::size_t g = 1; g < groups; ++g)
-        for (const auto& c : r.trace[g].candidates) CHECK(c.score == doctest::Approx(c.logprob).epsilon(1e-6));
+        for (const auto& c : r.prompts[0].trace[g].candidates)
+          CHECK(c.score == doctest::Approx(c.logprob).epsilon(1e-6));
     }
   }
 }
 
 TEST_CASE("diverse beam search: several prompts equal each alone; at most 2K live handles; forks") {
   const std::vector<tokens> prompts{{1, 2}, {3}, {4, 5, 6}, {1, 2}};
-  const itscale::diverse_beam_options o{.beam = {.num_beams = 6, .num_return_sequences = 4, .max_new_tokens = 9,
-                                                 .eos_token_id = {0, 5}},
+  const itscale::diverse_beam_options o{.beam = {.num_beams = 6, .num_return_sequences = 4,
+                                                 .stop = {.max_new_tokens = 9, .eos_token_id = {0, 5}}},
                                         .num_beam_groups = 3, .diversity_penalty = 0.8};
   test_support::instrumented_source<itscale::hash_lm> src(itscale::hash_lm(30, 9));
   const auto together = itscale::diverse_beam_search(src, prompts, o);
@@ -212,22 +215,22 @@ TEST_CASE("diverse beam search: several prompts equal each alone; at most 2K liv
   CHECK(src.peak_live <= static_cast<std::ptrdiff_t>(prompts.size() * 2 * 6));
   for (std::size_t p = 0; p < prompts.size(); ++p) {
     const auto alone = itscale::diverse_beam_search(src, std::span<const token_id>(prompts[p]), o);
-    REQUIRE(alone.hypotheses.size() == together[p].hypotheses.size());
-    for (std::size_t j = 0; j < alone.hypotheses.size(); ++j) {
-      CHECK(alone.hypotheses[j].tokens == together[p].hypotheses[j].tokens);
-      CHECK(alone.hypotheses[j].score == together[p].hypotheses[j].score);
-      CHECK(alone.group[j] == together[p].group[j]);
+    REQUIRE(alone.hypotheses(0).size() == together.hypotheses(p).size());
+    for (std::size_t j = 0; j < alone.hypotheses(0).size(); ++j) {
+      CHECK(alone.hypotheses(0)[j].tokens == together.hypotheses(p)[j].tokens);
+      CHECK(alone.hypotheses(0)[j].score == together.hypotheses(p)[j].score);
+      CHECK(alone.group[j] == together.groups(p)[j]);
     }
-    for (std::size_t j = 1; j < alone.hypotheses.size(); ++j)
-      CHECK(alone.hypotheses[j - 1].score >= alone.hypotheses[j].score);
+    for (std::size_t j = 1; j < alone.hypotheses(0).size(); ++j)
+      CHECK(alone.hypotheses(0)[j - 1].score >= alone.hypotheses(0)[j].score);
   }
   CHECK(src.live == 0);
 }
 
 TEST_CASE("diverse beam search: a backend failure at any call, or a throwing processor, leaks nothing") {
   const std::vector<tokens> prompts{{1, 2}, {3}};
-  const itscale::diverse_beam_options o{.beam = {.num_beams = 4, .num_return_sequences = 2, .max_new_tokens = 9,
-                                                 .eos_token_id = {0}},
+  const itscale::diverse_beam_options o{.beam = {.num_beams = 4, .num_return_sequences = 2,
+                                                 .stop = {.max_new_tokens = 9, .eos_token_id = {0}}},
                                         .num_beam_groups = 2, .diversity_penalty = 1.0};
   test_support::instrumented_source<itscale::hash_lm> probe(itscale::hash_lm(25, 3));
   (void)itscale::diverse_beam_search(probe, prompts, o);
@@ -276,7 +279,7 @@ TEST_CASE("diverse beam options: each bad value throws a message naming it, befo
   throws_option({.beam = {.num_beams = 4}, .num_beam_groups = 2, .diversity_penalty = INFINITY}, "diversity_penalty");
   throws_option({.beam = {.num_beams = 0}}, "num_beams");
   throws_option({.beam = {.num_beams = 2, .num_return_sequences = 3}}, "num_return_sequences");
-  throws_option({.beam = {.eos_token_id = {10}}}, "eos_token_id");
+  throws_option({.beam = {.stop = {.eos_token_id = {10}}}}, "eos_token_id");
   // round(G * patience) per group: 4 groups of 2 with patience 0.6 keep 1 each, so 4 at most.
   throws_option({.beam = {.num_beams = 8, .num_return_sequences = 5, .patience = 0.6}, .num_beam_groups = 4},
                 "num_return_sequences");
@@ -293,21 +296,21 @@ namespace {
 template <class S, class P>
 concept diverse_beam_search_accepts =
     requires(S& s, std::span<const token_id> prompt, const std::vector<tokens>& prompts,
-             std::span<const std::span<const token_id>> spans, const itscale::diverse_beam_options& o, const P& user) {
+             std::span<const std::span<const token_id>> spans, const itscale::prefilled<S>& start,
+             const itscale::diverse_beam_options& o, const P& user, const itscale::run_options& run) {
       { itscale::diverse_beam_search(s, prompt, o) } -> std::same_as<itscale::diverse_beam_search_result>;
-      { itscale::diverse_beam_search(s, prompts, o) } -> std::same_as<std::vector<itscale::diverse_beam_search_result>>;
-      { itscale::diverse_beam_search(s, spans, o) } -> std::same_as<std::vector<itscale::diverse_beam_search_result>>;
-      {
-        itscale::diverse_beam_search(s, spans, o, user)
-      } -> std::same_as<std::vector<itscale::diverse_beam_search_result>>;
+      { itscale::diverse_beam_search(s, prompts, o) } -> std::same_as<itscale::diverse_beam_search_result>;
+      { itscale::diverse_beam_search(s, spans, o, run) } -> std::same_as<itscale::diverse_beam_search_result>;
+      { itscale::diverse_beam_search(s, spans, o, user, run) } -> std::same_as<itscale::diverse_beam_search_result>;
+      { itscale::diverse_beam_search(s, start, o) } -> std::same_as<itscale::diverse_beam_search_result>;
     };
 }  // namespace
 static_assert(diverse_beam_search_accepts<itscale::logit_source_archetype, itscale::logits_processor_archetype>);
 static_assert(
     diverse_beam_search_accepts<itscale::logit_source_archetype, itscale::stateful_logits_processor_archetype>);
-template std::vector<itscale::diverse_beam_search_result> itscale::diverse_beam_search(
+template itscale::diverse_beam_search_result itscale::diverse_beam_search(
     itscale::logit_source_archetype&, std::span<const std::span<const token_id>>, const itscale::diverse_beam_options&,
-    const itscale::logits_processor_archetype&);
-template std::vector<itscale::diverse_beam_search_result> itscale::diverse_beam_search(
+    const itscale::logits_processor_archetype&, const itscale::run_options&);
+template itscale::diverse_beam_search_result itscale::diverse_beam_search(
     itscale::logit_source_archetype&, std::span<const std::span<const token_id>>, const itscale::diverse_beam_options&,
-    const itscale::stateful_logits_processor_archetype&);
+    const itscale::stateful_logits_processor_archetype&, const itscale::run_options&);

@@ -49,9 +49,10 @@ struct exact_model {
     lm.fill(lm.state_of(prefix), row);
     std::vector<double> x(row.size());
     for (std::size_t t = 0; t < row.size(); ++t) x[t] = double{row[t]} / o.temperature;
-    const bool eos_masked = gen.size() < o.min_new_tokens;
+    const bool eos_masked = gen.size() < o.stop.min_new_tokens;
     auto is_eos = [&](std::size_t t) {
-      return std::find(o.eos_token_id.begin(), o.eos_token_id.end(), static_cast<token_id>(t)) != o.eos_token_id.end();
+      return std::find(o.stop.eos_token_id.begin(), o.stop.eos_token_id.end(),
+                       static_cast<token_id>(t)) != o.stop.eos_token_id.end();
     };
     double m = -INFINITY;
     for (std::size_t t = 0; t < x.size(); ++t)
@@ -63,7 +64,7 @@ struct exact_model {
       if (eos_masked && is_eos(t)) continue;
       const double lp = x[t] - m - std::log(s);
       gen.push_back(static_cast<token_id>(t));
-      if (is_eos(t) || gen.size() == o.max_new_tokens)
+      if (is_eos(t) || gen.size() == o.stop.max_new_tokens)
         out[gen] = logp + lp;
       else
         enumerate(gen, logp + lp, out);
@@ -158,20 +159,19 @@ namespace {
 template <class S>
 concept stochastic_beam_search_accepts =
     requires(S& s, std::span<const token_id> prompt, const std::vector<tokens>& prompts,
-             std::span<const std::span<const token_id>> spans, const itscale::stochastic_beam_options& o,
-             std::span<const std::uint64_t> streams, std::uint64_t stream) {
+             std::span<const std::span<const token_id>> spans, const itscale::prefilled<S>& start,
+             const itscale::stochastic_beam_options& o, std::span<const std::uint64_t> streams, std::uint64_t stream) {
       { itscale::stochastic_beam_search(s, prompt, o, stream) } -> std::same_as<itscale::stochastic_beam_result>;
-      { itscale::stochastic_beam_search(s, prompts, o) } -> std::same_as<std::vector<itscale::stochastic_beam_result>>;
-      { itscale::stochastic_beam_search(s, spans, o) } -> std::same_as<std::vector<itscale::stochastic_beam_result>>;
-      {
-        itscale::stochastic_beam_search(s, spans, o, streams)
-      } -> std::same_as<std::vector<itscale::stochastic_beam_result>>;
+      { itscale::stochastic_beam_search(s, prompts, o) } -> std::same_as<itscale::stochastic_beam_result>;
+      { itscale::stochastic_beam_search(s, spans, o) } -> std::same_as<itscale::stochastic_beam_result>;
+      { itscale::stochastic_beam_search(s, spans, o, streams) } -> std::same_as<itscale::stochastic_beam_result>;
+      { itscale::stochastic_beam_search(s, start, o, stream) } -> std::same_as<itscale::stochastic_beam_result>;
     };
 }  // namespace
 static_assert(stochastic_beam_search_accepts<itscale::logit_source_archetype>);
-template std::vector<itscale::stochastic_beam_result> itscale::stochastic_beam_search(
-    itscale::logit_source_archetype&, std::span<const std::span<const token_id>>,
-    const itscale::stochastic_beam_options&, std::span<const std::uint64_t>);
+template itscale::stochastic_beam_result itscale::stochastic_beam_search(
+    itscale::logit_source_archetype&, std::span<const std::span<const token_id>>, const itscale::stochastic_beam_options&,
+    const itscale::stateful_logits_processor_archetype&, std::span<const std::uint64_t>, const itscale::run_options&);
 
 TEST_CASE("stochastic beam search, K = 1: the samples follow ancestral-sampling frequencies (chi-square)") {
   for (const setup& su : {setup{3, 11, {}, 1.0}, setup{4, 5, {}, 1.0}, setup{4, 8, {0}, 1.0}, setup{3, 11, {}, 0.5},
@@ -179,8 +179,8 @@ TEST_CASE("stochastic beam search, K = 1: the samples follow ancestral-sampling 
     CAPTURE(su.vocab);
     CAPTURE(su.model_seed);
     CAPTURE(su.temperature);
-    const itscale::stochastic_beam_options o{.num_samples = 1, .temperature = su.temperature, .max_new_tokens = 3,
-                                             .eos_token_id = su.eos, .seed = 0};
+    const itscale::stochastic_beam_options o{.num_samples = 1, .temperature = su.temperature,
+                                             .stop = {.max_new_tokens = 3, .eos_token_id = su.eos}, .seed = 0};
     const itscale::hash_lm lm(su.vocab, su.model_seed);
     const tokens prompt{1};
     const auto all = exact_model{lm, o, prompt}.all();
@@ -198,10 +198,10 @@ TEST_CASE("stochastic beam search, K = 1: the samples follow ancestral-sampling 
       auto oo = o;
       oo.seed = seed;
       const auto r = itscale::stochastic_beam_search(src, std::span<const token_id>(prompt), oo, 7);
-      REQUIRE(r.samples.size() == 1);
-      REQUIRE(index.count(r.samples[0].tokens) == 1);
-      count[index.at(r.samples[0].tokens)] += 1;
-      CHECK(r.samples[0].logprob == doctest::Approx(all.at(r.samples[0].tokens)).epsilon(1e-5));
+      REQUIRE(r.samples(0).size() == 1);
+      REQUIRE(index.count(r.samples(0)[0].tokens) == 1);
+      count[index.at(r.samples(0)[0].tokens)] += 1;
+      CHECK(r.samples(0)[0].logprob_sum == doctest::Approx(all.at(r.samples(0)[0].tokens)).epsilon(1e-5));
     }
     std::vector<double> expected(p.size());
     for (std::size_t i = 0; i < p.size(); ++i) expected[i] = p[i] * runs;
@@ -224,8 +224,8 @@ TEST_CASE("stochastic beam search, K > 1: sets and inclusions match exact withou
       CAPTURE(su.vocab);
       CAPTURE(su.model_seed);
       CAPTURE(k);
-      const itscale::stochastic_beam_options o{.num_samples = k, .temperature = su.temperature, .max_new_tokens = 3,
-                                               .eos_token_id = su.eos};
+      const itscale::stochastic_beam_options o{.num_samples = k, .temperature = su.temperature,
+                                               .stop = {.max_new_tokens = 3, .eos_token_id = su.eos}};
       const itscale::hash_lm lm(su.vocab, su.model_seed);
       const tokens prompt{2};
       const auto all = exact_model{lm, o, prompt}.all();
@@ -249,13 +249,13 @@ TEST_CASE("stochastic beam search, K > 1: sets and inclusions match exact withou
         auto oo = o;
         oo.seed = seed;
         const auto r = itscale::stochastic_beam_search(src, std::span<const token_id>(prompt), oo, 99);
-        REQUIRE(r.samples.size() == k);
+        REQUIRE(r.samples(0).size() == k);
         std::vector<std::size_t> s;
-        for (const auto& x : r.samples) s.push_back(index.at(x.tokens));
+        for (const auto& x : r.samples(0)) s.push_back(index.at(x.tokens));
         std::sort(s.begin(), s.end());
         CHECK(std::adjacent_find(s.begin(), s.end()) == s.end());  // no duplicates
-        for (std::size_t i = 1; i < r.samples.size(); ++i) CHECK(r.samples[i - 1].key >= r.samples[i].key);
-        CHECK(r.threshold <= r.samples.back().key);
+        for (std::size_t i = 1; i < r.samples(0).size(); ++i) CHECK(r.samples(0)[i - 1].score >= r.samples(0)[i].score);
+        CHECK(r.prompts[0].threshold <= r.samples(0).back().score);
         set_count[set_index.at(s)] += 1;
         for (std::size_t i : s) incl[i] += 1;
 
@@ -264,7 +264,7 @@ TEST_CASE("stochastic beam search, K > 1: sets and inclusions match exact withou
         std::vector<std::size_t> w;
         for (std::uint64_t j = 0; j < k; ++j)
           w.push_back(index.at(itscale::stochastic_beam_search(src, std::span<const token_id>(prompt), o1, 1000 + j)
-                                   .samples[0].tokens));
+                                   .samples(0)[0].tokens));
         std::sort(w.begin(), w.end());
         w.erase(std::unique(w.begin(), w.end()), w.end());
         for (std::size_t i : w) wr_incl[i] += 1;
@@ -314,7 +314,7 @@ TEST_CASE("stochastic beam search: the priority-sampling estimator is unbiased f
   const tokens prompt{3};
   for (const std::size_t k : {1u, 2u, 4u, 8u}) {
     CAPTURE(k);
-    const itscale::stochastic_beam_options o{.num_samples = k, .max_new_tokens = 3, .eos_token_id = {1}};
+    const itscale::stochastic_beam_options o{.num_samples = k, .stop = {.max_new_tokens = 3, .eos_token_id = {1}}};
     const auto all = exact_model{lm, o, prompt}.all();
     // f1 = [first token is 0], f2 = number of 2s, f3 = 1 (the weights' expected sum).
     auto f1 = [](const tokens& y) { return y.front() == 0 ? 1.0 : 0.0; };
@@ -332,13 +332,17 @@ TEST_CASE("stochastic beam search: the priority-sampling estimator is unbiased f
       oo.seed = seed;
       const auto r = itscale::stochastic_beam_search(src, std::span<const token_id>(prompt), oo, 3);
       double a = 0, b = 0, c = 0;
-      for (const auto& x : r.samples) {
-        CHECK(x.weight == doctest::Approx(std::exp(all.at(x.tokens)) / x.inclusion_probability).epsilon(1e-5));
-        CHECK(x.inclusion_probability > 0);
-        CHECK(x.inclusion_probability <= 1);
-        a += x.weight * f1(x.tokens);
-        b += x.weight * f2(x.tokens);
-        c += x.weight;
+      REQUIRE(r.weights.size() == r.size());
+      REQUIRE(r.inclusion_probabilities.size() == r.size());
+      for (std::size_t i = 0; i < r.size(); ++i) {
+        const auto& x = r[i];
+        const double w = r.weights[i], q = r.inclusion_probabilities[i];
+        CHECK(w == doctest::Approx(std::exp(all.at(x.tokens)) / q).epsilon(1e-5));
+        CHECK(q > 0);
+        CHECK(q <= 1);
+        a += w * f1(x.tokens);
+        b += w * f2(x.tokens);
+        c += w;
       }
       s1 += a, q1 += a * a, s2 += b, q2 += b * b, s3 += c, q3 += c * c;
     }
@@ -361,15 +365,17 @@ TEST_CASE("stochastic beam search: the priority-sampling estimator is unbiased f
 TEST_CASE("stochastic beam search: with K >= every sequence, all of them come back with weight p(y) (exact sum)") {
   const itscale::hash_lm lm(3, 4);
   const tokens prompt{1};
-  const itscale::stochastic_beam_options o{.num_samples = 40, .max_new_tokens = 3, .eos_token_id = {0}, .seed = 5};
+  const itscale::stochastic_beam_options o{.num_samples = 40, .stop = {.max_new_tokens = 3, .eos_token_id = {0}},
+                                           .seed = 5};
   const auto all = exact_model{lm, o, prompt}.all();
   itscale::hash_lm src(3, 4);
   const auto r = itscale::stochastic_beam_search(src, std::span<const token_id>(prompt), o, 1);
-  REQUIRE(r.samples.size() == all.size());
-  CHECK(r.threshold == -INFINITY);
-  for (const auto& x : r.samples) {
-    CHECK(x.inclusion_probability == 1.0);
-    CHECK(x.weight == doctest::Approx(std::exp(all.at(x.tokens))).epsilon(1e-5));
+  REQUIRE(r.samples(0).size() == all.size());
+  CHECK(r.prompts[0].threshold == -INFINITY);
+  for (std::size_t i = 0; i < r.size(); ++i) {
+    const auto& x = r[i];
+    CHECK(r.inclusion_probabilities[i] == 1.0);
+    CHECK(r.weights[i] == doctest::Approx(std::exp(all.at(x.tokens))).epsilon(1e-5));
     CHECK(x.stop == (x.tokens.back() == 0 ? itscale::stop_reason::eos : itscale::stop_reason::max_new_tokens));
   }
   CHECK(src.live_handles() == 0);
@@ -377,36 +383,37 @@ TEST_CASE("stochastic beam search: with K >= every sequence, all of them come ba
 
 TEST_CASE("stochastic beam search is batch-invariant: a prompt's samples do not depend on its batch") {
   const std::vector<tokens> prompts{{1, 2}, {3}, {4, 5, 6}, {1, 2}};
-  const itscale::stochastic_beam_options o{.num_samples = 5, .temperature = 0.8, .max_new_tokens = 8,
-                                           .eos_token_id = {0}, .seed = 42};
+  const itscale::stochastic_beam_options o{.num_samples = 5, .temperature = 0.8,
+                                           .stop = {.max_new_tokens = 8, .eos_token_id = {0}}, .seed = 42};
   itscale::hash_lm lm(50, 3);
   const auto together = itscale::stochastic_beam_search(lm, prompts, o);
-  REQUIRE(together.size() == prompts.size());
+  REQUIRE(together.prompts.size() == prompts.size());
   for (std::size_t p = 0; p < prompts.size(); ++p) {
     const std::vector<tokens> alone_batch{prompts[p]};
     const auto alone = itscale::stochastic_beam_search(lm, alone_batch, o);
-    REQUIRE(alone[0].samples.size() == together[p].samples.size());
-    for (std::size_t j = 0; j < alone[0].samples.size(); ++j) {
-      CHECK(alone[0].samples[j].tokens == together[p].samples[j].tokens);
-      CHECK(alone[0].samples[j].key == together[p].samples[j].key);
+    REQUIRE(alone.samples(0).size() == together.samples(p).size());
+    for (std::size_t j = 0; j < alone.samples(0).size(); ++j) {
+      CHECK(alone.samples(0)[j].tokens == together.samples(p)[j].tokens);
+      CHECK(alone.samples(0)[j].score == together.samples(p)[j].score);
     }
-    CHECK(alone[0].threshold == together[p].threshold);
+    CHECK(alone.prompts[0].threshold == together.prompts[p].threshold);
   }
   // Equal prompts with the default stream ids draw the same samples; distinct ids differ.
-  for (std::size_t j = 0; j < together[0].samples.size(); ++j)
-    CHECK(together[0].samples[j].tokens == together[3].samples[j].tokens);
+  for (std::size_t j = 0; j < together.samples(0).size(); ++j)
+    CHECK(together.samples(0)[j].tokens == together.samples(3)[j].tokens);
   const std::vector<std::uint64_t> ids{1, 2, 3, 4};
   const auto distinct = itscale::stochastic_beam_search(lm, prompts, o, ids);
   bool any_differs = false;
-  for (std::size_t j = 0; j < distinct[0].samples.size(); ++j)
-    any_differs |= distinct[0].samples[j].tokens != distinct[3].samples[j].tokens;
+  for (std::size_t j = 0; j < distinct.samples(0).size(); ++j)
+    any_differs |= distinct.samples(0)[j].tokens != distinct.samples(3)[j].tokens;
   CHECK(any_differs);
   CHECK(lm.live_handles() == 0);
 }
 
 TEST_CASE("stochastic beam search: handle hygiene under backend failures; forks; bad options") {
   const std::vector<tokens> prompts{{1, 2}, {3}};
-  const itscale::stochastic_beam_options o{.num_samples = 4, .max_new_tokens = 9, .eos_token_id = {0}, .seed = 3};
+  const itscale::stochastic_beam_options o{.num_samples = 4, .stop = {.max_new_tokens = 9, .eos_token_id = {0}},
+                                           .seed = 3};
   test_support::instrumented_source<itscale::hash_lm> probe(itscale::hash_lm(25, 3));
   (void)itscale::stochastic_beam_search(probe, prompts, o);
   CHECK(probe.live == 0);
@@ -443,17 +450,17 @@ TEST_CASE("stochastic beam search: handle hygiene under backend failures; forks;
   bad({.temperature = 0.0}, "temperature");
   bad({.temperature = -1.0}, "temperature");
   bad({.temperature = NAN}, "temperature");
-  bad({.max_new_tokens = 0}, "max_new_tokens");
-  bad({.max_new_tokens = 2, .min_new_tokens = 3, .eos_token_id = {0}}, "min_new_tokens");
-  bad({.min_new_tokens = 1}, "min_new_tokens");
-  bad({.eos_token_id = {10}}, "eos_token_id");
-  bad({.eos_token_id = {-2}}, "eos_token_id");
+  bad({.stop = {.max_new_tokens = 0}}, "max_new_tokens");
+  bad({.stop = {.max_new_tokens = 2, .min_new_tokens = 3, .eos_token_id = {0}}}, "min_new_tokens");
+  bad({.stop = {.min_new_tokens = 1}}, "min_new_tokens");
+  bad({.stop = {.eos_token_id = {10}}}, "eos_token_id");
+  bad({.stop = {.eos_token_id = {-2}}}, "eos_token_id");
   const std::vector<std::uint64_t> one_id{1};
   CHECK_THROWS_AS((void)itscale::stochastic_beam_search(src, prompts, o, one_id), itscale::invalid_input);
   CHECK(src.calls == 0);
 }
 
-TEST_CASE("truncated Gumbel: the maximum child gets the parent's key; keys are conditioned on that maximum") {
+TEST_CASE("stochastic beam search: truncated Gumbel: the maximum child gets the parent's key; keys are conditioned on that maximum") {
   using itscale::detail::truncated_gumbel;
   CHECK(truncated_gumbel(1.5, 3.0, 3.0) == 1.5);
   CHECK(truncated_gumbel(1.5, 3.0, 2.0) < 1.5);

@@ -57,18 +57,6 @@ struct decode_start {
   std::uint32_t first_sample = 0;
 };
 
-/// Checks that a caller's `prefilled` start is usable with a source of `vocab` tokens.
-template <LogitSource S>
-void check_prefilled(const prefilled<S>* p, std::size_t i, std::size_t vocab) {
-  const std::string at = "itscale: live request " + std::to_string(i) + ": ";
-  if (p == nullptr || !p->handle) throw invalid_input(at + "holds no live handle");
-  if (p->tokens.empty()) throw invalid_input(at + "has no tokens");
-  if (p->logits.size() != vocab)
-    throw invalid_input(at + "has " + std::to_string(p->logits.size()) + " logits, expected vocab size " +
-                        std::to_string(vocab));
-  check_tokens(p->tokens, vocab, "prefilled tokens");
-}
-
 /// The decoding loop shared by every `generate` overload. `starts` hold live handles of the
 /// source (the run's, owned by `guard`, or the caller's, which `guard` does not know and so never
 /// releases).

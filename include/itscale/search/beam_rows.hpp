@@ -29,7 +29,6 @@
 #include "itscale/core/types.hpp"
 #include "itscale/core/detail/source_rows.hpp"
 #include "itscale/processors/chain.hpp"
-#include "itscale/processors/processor.hpp"
 #include "itscale/kernels/reduce.hpp"
 #include "itscale/kernels/softmax.hpp"
 #include "itscale/processors/processor.hpp"
@@ -87,6 +86,11 @@ class beam_rows {
       : chain_(beam_processor_options(o)), user_(user), fused_(processor_is_identity<P> && o.repetition_penalty == 1.0f) {
     ws_.reserve(vocab);
   }
+
+  /// True when a processor reads the beams' tokens (repetition penalty, no-repeat-n-gram, or a
+  /// caller's processor, which may): only then does the search keep each beam's prompt and
+  /// generated tokens contiguous. Otherwise `prepare` only needs the generated count.
+  [[nodiscard]] bool reads_tokens() const noexcept { return chain_.reads_tokens() || !processor_is_identity<P>; }
 
   /// A new step whose view has `rows` rows, none prepared.
   void begin_step(std::size_t rows) {

@@ -29,11 +29,15 @@
 #include <cstddef>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "itscale/core/compute.hpp"
 #include "itscale/core/errors.hpp"
+#include "itscale/core/live.hpp"
 #include "itscale/core/logit_source.hpp"
+#include "itscale/decode/generation.hpp"
 #include "itscale/processors/processor.hpp"
 #include "itscale/search/beam_driver.hpp"
 #include "itscale/search/beam_hypotheses.hpp"
@@ -46,7 +50,7 @@ inline namespace v0 {
 /// Options of diverse (group) beam search: the beam-search options plus HF's two group options.
 ///
 ///     itscale::diverse_beam_options o{.beam = {.num_beams = 8, .num_return_sequences = 4,
-///                                              .max_new_tokens = 32, .eos_token_id = {2}},
+///                                              .stop = {.max_new_tokens = 32, .eos_token_id = {2}}},
 ///                                     .num_beam_groups = 4, .diversity_penalty = 1.0};
 struct diverse_beam_options {
   beam_options beam{};
@@ -91,78 +95,150 @@ struct diverse_beam_options {
   }
 };
 
-/// The result of diverse beam search for one prompt.
-struct diverse_beam_search_result {
-  std::vector<beam_hypothesis> hypotheses;  ///< best first over all groups
-  std::vector<std::size_t> group;           ///< group of each hypothesis
-  std::size_t steps = 0;                    ///< tokens generated before every group was done
-  std::vector<beam_trace_step> trace;       ///< with `record_trace`: one entry per (step, group), groups in turn
-  std::vector<std::size_t> trace_group;     ///< group of each trace entry
+/// What `diverse_beam_search` returns: as `beam_search_result` (hypotheses of every prompt, best
+/// first over all its groups; per-prompt facts; compute; status), with the group of each
+/// hypothesis. The trace's entries name their group (`beam_trace_step::group`).
+struct diverse_beam_search_result : beam_search_result {
+  std::vector<std::size_t> group;  ///< group of each entry of `sequences`
+
+  /// The groups of prompt `p`'s hypotheses, in the order of `hypotheses(p)`.
+  [[nodiscard]] std::span<const std::size_t> groups(std::size_t p) const noexcept {
+    return std::span<const std::size_t>(group).subspan(prompts[p].first, prompts[p].count);
+  }
 };
 
+namespace detail {
+
+/// Runs diverse beam search from the starts `start(driver)` sets up and assembles the result:
+/// the union of the groups' finished hypotheses, best first (a stable sort keeps lower groups
+/// ahead among equal scores), then — for a prompt cut by a limit — the union of its groups'
+/// running beams, best first, up to `num_return_sequences`.
+template <LogitSource S, AnyLogitsProcessor P, class Start>
+[[nodiscard]] diverse_beam_search_result run_diverse_beam_search(S& source, const diverse_beam_options& opts,
+                                                                 const P& user, const run_options& run, Start&& start) {
+  return run_beam_family<diverse_beam_search_result>(
+      source, run.budget, start, [&](beam_driver<S>& driver, const stopwatch& clock, diverse_beam_search_result& out) {
+        const std::size_t ng = opts.num_beam_groups;
+        auto found = group_beam_search(
+            driver, opts.beam, {ng, opts.group_finished_capacity(), opts.diversity_penalty}, user, run.budget, clock);
+        out.prompts.reserve(found.size());
+        for (std::size_t p = 0; p < found.size(); ++p) {
+          group_search_outcome& f = found[p];
+          beam_prompt_result pr;
+          pr.first = out.sequences.size();
+          pr.steps = f.steps;
+          pr.status = f.status;
+          pr.trace = std::move(f.trace);
+          for (auto* part : {&f.finished, &f.unfinished}) {
+            std::vector<std::pair<generation*, std::size_t>> all;
+            for (std::size_t g = 0; g < ng; ++g)
+              for (generation& h : (*part)[g]) all.emplace_back(&h, g);
+            std::stable_sort(all.begin(), all.end(),
+                             [](const auto& a, const auto& b) { return a.first->score > b.first->score; });
+            for (auto& [h, g] : all) {
+              if (pr.count == opts.beam.num_return_sequences) break;
+              h->request = p;
+              h->sample = pr.count++;
+              out.sequences.push_back(std::move(*h));
+              out.group.push_back(g);
+            }
+          }
+          if (pr.count == 0)
+            throw search_error("itscale: every continuation of prompt " + std::to_string(p) + " was masked");
+          if (f.status != run_status::completed) out.status = f.status;
+          out.prompts.push_back(std::move(pr));
+        }
+      });
+}
+
+}  // namespace detail
+
 /// Diverse beam search for every prompt, applying `user` (a processor of either form) to each row
-/// after the built-in processors and before the diversity penalty. Returns one result per prompt,
-/// in order. Errors, handle rules and forking as `beam_search` (at most 2K live handles per
-/// prompt; every handle released on every path).
+/// after the built-in processors and before the diversity penalty, under `run.budget` (as
+/// `beam_search`: checked between steps; a cut prompt returns its finished hypotheses, then its
+/// running beams). Errors, handle rules, forking and compute as `beam_search` (at most 2K live
+/// handles per prompt; every handle released on every path).
 template <LogitSource S, AnyLogitsProcessor P>
-[[nodiscard]] std::vector<diverse_beam_search_result> diverse_beam_search(
-    S& source, std::span<const std::span<const token_id>> prompts, const diverse_beam_options& opts, const P& user) {
-  const std::size_t vocab = source.vocab_size();
-  opts.validate(vocab);
-  detail::check_beam_prompts(prompts, vocab, "diverse_beam_search");
-  auto found = detail::group_beam_search(
-      source, prompts, opts.beam, {opts.num_beam_groups, opts.group_finished_capacity(), opts.diversity_penalty},
-      user);
-  const beam_options& bo = opts.beam;
-  const std::size_t ng = opts.num_beam_groups;
-
-  std::vector<diverse_beam_search_result> out;
-  out.reserve(found.size());
-  for (std::size_t p = 0; p < found.size(); ++p) {
-    std::vector<std::pair<beam_hypothesis, std::size_t>> all;
-    for (std::size_t g = 0; g < ng; ++g)
-      for (beam_hypothesis& h : found[p].groups[g].take_best(opts.group_finished_capacity()))
-        all.emplace_back(std::move(h), g);
-    if (all.empty()) throw search_error("itscale: every continuation of prompt " + std::to_string(p) + " was masked");
-    // Each group's list is best first and groups come in order: a stable sort keeps lower groups
-    // ahead among equal scores.
-    std::stable_sort(all.begin(), all.end(),
-                     [](const auto& a, const auto& b) { return a.first.score > b.first.score; });
-    if (all.size() > bo.num_return_sequences) all.resize(bo.num_return_sequences);
-    diverse_beam_search_result r;
-    r.steps = found[p].steps;
-    r.trace = std::move(found[p].trace);
-    r.trace_group = std::move(found[p].trace_group);
-    for (auto& [h, g] : all) {
-      r.hypotheses.push_back(std::move(h));
-      r.group.push_back(g);
-    }
-    out.push_back(std::move(r));
-  }
-  return out;
+[[nodiscard]] diverse_beam_search_result diverse_beam_search(S& source,
+                                                             std::span<const std::span<const token_id>> prompts,
+                                                             const diverse_beam_options& opts, const P& user,
+                                                             const run_options& run = {}) {
+  opts.validate(source.vocab_size());
+  detail::check_beam_prompts(prompts, source.vocab_size(), "diverse_beam_search");
+  return detail::run_diverse_beam_search(source, opts, user, run,
+                                         [&](detail::beam_driver<S>& d) { d.prefill(prompts); });
 }
 
-/// `diverse_beam_search` with the built-in processors only.
-template <LogitSource S>
-[[nodiscard]] std::vector<diverse_beam_search_result> diverse_beam_search(
-    S& source, std::span<const std::span<const token_id>> prompts, const diverse_beam_options& opts) {
-  return diverse_beam_search(source, prompts, opts, logits_processor_archetype{});
+/// From the caller's live sequences (forked, never released; `stream` / `first_sample` unused).
+template <LogitSource S, AnyLogitsProcessor P>
+[[nodiscard]] diverse_beam_search_result diverse_beam_search(
+    S& source, std::type_identity_t<std::span<const live_request<S>>> starts, const diverse_beam_options& opts,
+    const P& user, const run_options& run = {}) {
+  opts.validate(source.vocab_size());
+  detail::check_live_starts(source, starts, "diverse_beam_search");
+  return detail::run_diverse_beam_search(source, opts, user, run,
+                                         [&](detail::beam_driver<S>& d) { d.start_live(starts); });
 }
 
-/// Several prompts searched together (each result equals searching that prompt alone).
-template <LogitSource S>
-[[nodiscard]] std::vector<diverse_beam_search_result> diverse_beam_search(
-    S& source, const std::vector<std::vector<token_id>>& prompts, const diverse_beam_options& opts) {
-  std::vector<std::span<const token_id>> spans(prompts.begin(), prompts.end());
-  return diverse_beam_search(source, std::span<const std::span<const token_id>>(spans), opts);
+/// Several prompts given as vectors (each result equals searching that prompt alone).
+template <LogitSource S, AnyLogitsProcessor P>
+[[nodiscard]] diverse_beam_search_result diverse_beam_search(S& source,
+                                                             const std::vector<std::vector<token_id>>& prompts,
+                                                             const diverse_beam_options& opts, const P& user,
+                                                             const run_options& run = {}) {
+  const std::vector<std::span<const token_id>> spans(prompts.begin(), prompts.end());
+  return diverse_beam_search(source, std::span<const std::span<const token_id>>(spans), opts, user, run);
 }
 
 /// One prompt.
+template <LogitSource S, AnyLogitsProcessor P>
+[[nodiscard]] diverse_beam_search_result diverse_beam_search(S& source, std::span<const token_id> prompt,
+                                                             const diverse_beam_options& opts, const P& user,
+                                                             const run_options& run = {}) {
+  return diverse_beam_search(source, std::span<const std::span<const token_id>>(&prompt, 1), opts, user, run);
+}
+
+/// One live sequence.
+template <LogitSource S, AnyLogitsProcessor P>
+[[nodiscard]] diverse_beam_search_result diverse_beam_search(S& source, const prefilled<S>& start,
+                                                             const diverse_beam_options& opts, const P& user,
+                                                             const run_options& run = {}) {
+  const live_request<S> r{&start};
+  return diverse_beam_search(source, std::span<const live_request<S>>(&r, 1), opts, user, run);
+}
+
+/// The overloads above with the built-in processors only.
+template <LogitSource S>
+[[nodiscard]] diverse_beam_search_result diverse_beam_search(S& source,
+                                                             std::span<const std::span<const token_id>> prompts,
+                                                             const diverse_beam_options& opts,
+                                                             const run_options& run = {}) {
+  return diverse_beam_search(source, prompts, opts, logits_processor_archetype{}, run);
+}
+template <LogitSource S>
+[[nodiscard]] diverse_beam_search_result diverse_beam_search(
+    S& source, std::type_identity_t<std::span<const live_request<S>>> starts, const diverse_beam_options& opts,
+    const run_options& run = {}) {
+  return diverse_beam_search(source, starts, opts, logits_processor_archetype{}, run);
+}
+template <LogitSource S>
+[[nodiscard]] diverse_beam_search_result diverse_beam_search(S& source,
+                                                             const std::vector<std::vector<token_id>>& prompts,
+                                                             const diverse_beam_options& opts,
+                                                             const run_options& run = {}) {
+  return diverse_beam_search(source, prompts, opts, logits_processor_archetype{}, run);
+}
 template <LogitSource S>
 [[nodiscard]] diverse_beam_search_result diverse_beam_search(S& source, std::span<const token_id> prompt,
-                                                             const diverse_beam_options& opts) {
-  auto r = diverse_beam_search(source, std::span<const std::span<const token_id>>(&prompt, 1), opts);
-  return std::move(r.front());
+                                                             const diverse_beam_options& opts,
+                                                             const run_options& run = {}) {
+  return diverse_beam_search(source, prompt, opts, logits_processor_archetype{}, run);
+}
+template <LogitSource S>
+[[nodiscard]] diverse_beam_search_result diverse_beam_search(S& source, const prefilled<S>& start,
+                                                             const diverse_beam_options& opts,
+                                                             const run_options& run = {}) {
+  return diverse_beam_search(source, start, opts, logits_processor_archetype{}, run);
 }
 
 }  // namespace v0

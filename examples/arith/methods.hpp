@@ -178,8 +178,53 @@ inline outcome run_greedy(const task& t, std::size_t, worker& w) {
   return {w.answer_of(r[0].tokens), r.compute, r[0].tokens};
 }
 
+inline outcome run_beam(const task& t, std::size_t n, worker& w) {
+  const auto r = itscale::beam_search(w.model, *w.start, {.num_beams = n, .stop = w.stop(t)});
+  return {w.answer_of(r[0].tokens), r.compute, r[0].tokens};
+}
+
+/// Self-consistency, N samples of the problem's stream (the pool's first N), voted by `how`.
+inline outcome vote(const task& t, std::size_t n, worker& w, itscale::vote_weight how) {
+  const itscale::request req{t.prompt, static_cast<std::uint32_t>(t.index)};
+  const auto r = itscale::self_consistency(w.model, std::span<const itscale::request>(&req, 1), w.extractor(),
+                                           {.samples = n, .sampling = w.sampling(t), .weight = how});
+  return {r[0].vote.answer, r.compute, {}};
+}
+inline outcome run_majority(const task& t, std::size_t n, worker& w) { return vote(t, n, w, itscale::vote_weight::count); }
+inline outcome run_weighted_vote(const task& t, std::size_t n, worker& w) {
+  return vote(t, n, w, itscale::vote_weight::mean_logprob);
+}
+
+inline outcome run_adaptive(const task& t, std::size_t n, worker& w) {
+  const itscale::request req{t.prompt, static_cast<std::uint32_t>(t.index)};
+  const auto r = itscale::adaptive_consistency(w.model, std::span<const itscale::request>(&req, 1), w.extractor(),
+                                               {.rule = itscale::stop_rule::beta, .confidence = 0.95, .max_samples = n,
+                                                .sampling = w.sampling(t)});
+  return {r[0].vote.answer, r.compute, {}};
+}
+
+inline outcome run_best_of_n(const task& t, std::size_t n, worker& w) {
+  auto [cands, c] = w.samples(t, n);
+  const auto r = itscale::best_of_n(w.verifier, t.prompt, cands);
+  c += r.compute;
+  return {w.answer_of(cands[r.best].tokens), c, cands[r.best].tokens};
+}
+
+inline outcome run_weighted_best_of_n(const task& t, std::size_t n, worker& w) {
+  auto [cands, c] = w.samples(t, n);
+  const auto r = itscale::weighted_best_of_n(w.verifier, t.prompt, cands, w.extractor());
+  c += r.compute;
+  return {r.vote.answer, c, cands[r.best].tokens};
+}
+
 inline const method_def methods[] = {
     {"greedy", "", run_greedy},
+    {"beam", "beam search with N beams", run_beam},
+    {"majority", "N samples, majority vote (self-consistency)", run_majority},
+    {"weighted_vote", "N samples, votes weighted by exp(mean token log-prob)", run_weighted_vote},
+    {"adaptive", "at most N samples, drawn until the Beta criterion is 95 % sure of the vote", run_adaptive},
+    {"best_of_n", "N samples, the calculator's best (first on ties)", run_best_of_n},
+    {"weighted_best_of_n", "N samples, the calculator's scores summed per answer", run_weighted_best_of_n},
 };
 
 inline const method_def* find_method(std::string_view name) {

@@ -81,9 +81,9 @@ inline void write_svg(const std::string& path, const std::vector<result_row>& ro
                                   "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939"};
 
   // Methods in the order of their first row.
-  std::vector<std::string> methods;
+  std::vector<std::string> names;
   for (const auto& r : rows)
-    if (std::find(methods.begin(), methods.end(), r.method) == methods.end()) methods.push_back(r.method);
+    if (std::find(names.begin(), names.end(), r.method) == names.end()) names.push_back(r.method);
 
   double lo = 1e300, hi = 0;
   for (const auto& r : rows) {
@@ -157,18 +157,18 @@ inline void write_svg(const std::string& path, const std::vector<result_row>& ro
       default: return format("<path d=\"M%.1f %.1fl5 9h-10z\" fill=\"%s\"/>\n", x, y - 5, c);
     }
   };
-  for (std::size_t k = 0; k < methods.size(); ++k) {
+  for (std::size_t k = 0; k < names.size(); ++k) {
     std::vector<const result_row*> pts;
     for (const auto& r : rows)
-      if (r.method == methods[k]) pts.push_back(&r);
+      if (r.method == names[k]) pts.push_back(&r);
     std::sort(pts.begin(), pts.end(), [](auto* a, auto* b) { return a->budget < b->budget; });
     std::string pl;
     for (auto* r : pts) pl += format("%.1f,%.1f ", X(r->generated_tokens_per_problem), Y(r->accuracy()));
-    s += format("<g><title>%s</title>\n", xml_escape(methods[k]).c_str());
+    s += format("<g><title>%s</title>\n", xml_escape(names[k]).c_str());
     if (pts.size() > 1)
       s += format("<polyline points=\"%s\" fill=\"none\" stroke=\"%s\" stroke-width=\"2\"/>\n", pl.c_str(), palette[k % 12]);
     if (pts.size() == 1) {
-      rings += format("<g><title>%s</title>\n", xml_escape(methods[k]).c_str()) +
+      rings += format("<g><title>%s</title>\n", xml_escape(names[k]).c_str()) +
                ring(k, X(pts[0]->generated_tokens_per_problem), Y(pts[0]->accuracy())) +
                marker(k, X(pts[0]->generated_tokens_per_problem), Y(pts[0]->accuracy())) + "</g>\n";
     } else {
@@ -183,11 +183,11 @@ inline void write_svg(const std::string& path, const std::vector<result_row>& ro
       s += format("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\"/>\n", lx, ly,
                   lx + 28, ly, palette[k % 12]);
     s += marker(k, lx + 14, ly);
-    s += format("<text x=\"%.1f\" y=\"%.1f\">%s</text>\n", lx + 36, ly + 4, xml_escape(methods[k]).c_str());
+    s += format("<text x=\"%.1f\" y=\"%.1f\">%s</text>\n", lx + 36, ly + 4, xml_escape(names[k]).c_str());
   }
   s += rings;
   if (info.reference_accuracy >= 0) {
-    const double ly = top + 10 + 22.0 * static_cast<double>(methods.size()), lx = left + pw + 20;
+    const double ly = top + 10 + 22.0 * static_cast<double>(names.size()), lx = left + pw + 20;
     s += format("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\" stroke-width=\"1.5\" "
                 "stroke-dasharray=\"6 4\"/>\n", lx, ly, lx + 28, ly);
     s += format("<text x=\"%.1f\" y=\"%.1f\">%s</text>\n", lx + 36, ly + 4, xml_escape(info.reference_label).c_str());

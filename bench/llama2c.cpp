@@ -10,15 +10,21 @@
 //                              each, vs K independent copies of the same sequences; counters
 //                              shared_bytes, copies_bytes, copies_over_shared (KV bytes in use
 //                              from the model's memory accounting)
+//   score_span/len:N           teacher forcing N tokens after a 32-token prompt (aidreams260K):
+//                              one extend_span (the timed figure) against N single-token extends
+//                              (each releasing its parent), interleaved in every iteration;
+//                              counters span_us, singles_us and singles_over_span (the ratio)
 //
 // The checkpoints are read from ITSCALE_DATA_DIR/models (tests/data/models by default); a missing
 // one makes every benchmark that needs it report an error.
 
 #include <benchmark/benchmark.h>
 
+#include <chrono>
 #include <cstddef>
 #include <filesystem>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -166,12 +172,53 @@ void beams_memory(benchmark::State& st) {
   st.counters["live_tokens"] = static_cast<double>(k * (prompt_len + steps));
 }
 
+void score_span(benchmark::State& st) {
+  const auto w = weights(st, "aidreams260K");
+  if (!w) return;
+  const auto len = static_cast<std::size_t>(st.range(0));
+  itscale::llama2c_model m(w);
+  const handle p = m.prefill(tokens(32, 1, m.vocab_size()));
+  const std::vector<token_id> span = tokens(len, 2, m.vocab_size());
+  using clock = std::chrono::steady_clock;
+  double span_s = 0, singles_s = 0;
+  std::vector<handle> kid(1);
+  for (auto _ : st) {
+    // Both ways in every iteration, so that the ratio sees the same machine load.
+    const auto t0 = clock::now();
+    const handle h = m.extend_span(p, span);
+    benchmark::DoNotOptimize(m.logits().data);
+    const auto t1 = clock::now();
+    m.release(h);
+    const auto t2 = clock::now();
+    handle cur = p;
+    for (std::size_t i = 0; i < len; ++i) {
+      m.extend(std::span<const handle>(&cur, 1), std::span<const token_id>(&span[i], 1), kid);
+      benchmark::DoNotOptimize(m.logits().data);
+      if (cur != p) m.release(cur);
+      cur = kid[0];
+    }
+    const auto t3 = clock::now();
+    m.release(cur);
+    const double a = std::chrono::duration<double>(t1 - t0).count();
+    span_s += a;
+    singles_s += std::chrono::duration<double>(t3 - t2).count();
+    st.SetIterationTime(a);
+  }
+  const auto iters = static_cast<double>(st.iterations());
+  st.counters["span_us"] = span_s / iters * 1e6;
+  st.counters["singles_us"] = singles_s / iters * 1e6;
+  st.counters["singles_over_span"] = singles_s / span_s;
+  st.counters["tokens_per_s"] = benchmark::Counter(static_cast<double>(len), benchmark::Counter::kIsIterationInvariantRate);
+  m.release(p);
+}
+
 }  // namespace
 
 // Real time: with threads > 1 the workers' CPU time is not in the main thread's.
 BENCHMARK(decode)->ArgNames({"batch", "threads"})->ArgsProduct({{1, 8, 32}, {1, 2}})->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(fork_extend)->ArgName("len")->Arg(10)->Arg(100)->Arg(500)->Unit(benchmark::kMicrosecond);
 BENCHMARK(fork_cache)->ArgName("len")->Arg(10)->Arg(100)->Arg(500)->Unit(benchmark::kNanosecond);
+BENCHMARK(score_span)->ArgName("len")->Arg(16)->Arg(64)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(beams_memory)->ArgName("K")->Arg(4)->Arg(8)->Arg(16)->Unit(benchmark::kMillisecond);
 
 BENCHMARK_MAIN();

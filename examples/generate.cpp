@@ -12,7 +12,6 @@
 // and CLI11's message; values out of the library's rules exit with code 2 and the library's own
 // validation message; so do unreadable files (the loader's format_error message).
 
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -107,58 +106,6 @@ void finish(args& a, bool saw_n) {
   a.beam.no_repeat_ngram_size = s.no_repeat_ngram_size;
 }
 
-/// A LogitSource adapter that measures the time spent inside the wrapped source.
-template <itscale::LogitSource S>
-class timed_source {
- public:
-  using handle = itscale::handle_t<S>;
-  using clock = std::chrono::steady_clock;
-
-  explicit timed_source(S& s) : s_(s) {}
-  [[nodiscard]] std::size_t vocab_size() const { return s_.vocab_size(); }
-  handle prefill(std::span<const itscale::token_id> prompt) {
-    const auto t0 = clock::now();
-    struct add_on_exit {
-      timed_source& self;
-      clock::time_point t0;
-      ~add_on_exit() { self.spent_ += clock::now() - t0; }
-    } guard{*this, t0};
-    ++calls_;
-    return s_.prefill(prompt);
-  }
-  void extend(std::span<const handle> parents, std::span<const itscale::token_id> tokens, std::span<handle> children) {
-    const auto t0 = clock::now();
-    struct add_on_exit {
-      timed_source& self;
-      clock::time_point t0;
-      ~add_on_exit() { self.spent_ += clock::now() - t0; }
-    } guard{*this, t0};
-    ++calls_;
-    rows_ += parents.size();
-    s_.extend(parents, tokens, children);
-  }
-  itscale::logits_view logits() { return s_.logits(); }
-  void release(handle h) noexcept { s_.release(h); }
-
-  [[nodiscard]] double seconds() const { return std::chrono::duration<double>(spent_).count(); }
-  [[nodiscard]] std::size_t calls() const { return calls_; }
-  [[nodiscard]] std::size_t extended_rows() const { return rows_; }
-
- private:
-  S& s_;
-  clock::duration spent_{};
-  std::size_t calls_ = 0, rows_ = 0;
-};
-
-const char* stop_name(itscale::stop_reason r) {
-  switch (r) {
-    case itscale::stop_reason::eos: return "eos";
-    case itscale::stop_reason::stop_sequence: return "stop sequence";
-    case itscale::stop_reason::max_new_tokens: return "max_new_tokens";
-  }
-  return "?";
-}
-
 /// The text of prompt + generated, as llama2.c prints it (BOS/EOS are not text).
 std::string text_of(const itscale::llama2c_tokenizer& tok, const std::vector<itscale::token_id>& prompt,
                     const std::vector<itscale::token_id>& generated) {
@@ -202,20 +149,20 @@ int main(int argc, char** argv) {
                 c.seq_len, a.threads);
     std::printf("prompt: \"%s\" (%zu tokens with BOS)\n", a.prompt.c_str(), prompt.size());
 
-    timed_source<itscale::llama2c_model> src(model);
+    itscale::compute_stats compute;  // filled by the library's own metering (compute_stats)
     std::size_t generated = 0;
-    const auto t0 = std::chrono::steady_clock::now();
     std::vector<std::string> lines;
     if (a.strat == strategy::beam) {
       const auto& b = a.beam;
       std::printf("strategy beam: num_beams %zu, length_penalty %g, num_return_sequences %zu, max_new_tokens %zu\n\n",
                   b.num_beams, b.length_penalty, b.num_return_sequences, b.stop.max_new_tokens);
-      const auto r = itscale::beam_search(src, std::span<const itscale::token_id>(prompt), b);
+      const auto r = itscale::beam_search(model, std::span<const itscale::token_id>(prompt), b);
+      compute = r.compute;
       for (std::size_t i = 0; i < r.size(); ++i) {
         const auto& h = r[i];
         generated += h.tokens.size();
         lines.push_back("[beam " + std::to_string(i) + "] score " + std::to_string(h.score) + ", " +
-                        std::to_string(h.tokens.size()) + " tokens, " + stop_name(h.stop) + "\n" +
+                        std::to_string(h.tokens.size()) + " tokens, " + itscale::to_string(h.stop) + "\n" +
                         text_of(tok, prompt, h.tokens));
       }
     } else {
@@ -228,21 +175,25 @@ int main(int argc, char** argv) {
                     static_cast<double>(s.repetition_penalty), s.stop.max_new_tokens);
       else
         std::printf("strategy greedy: max_new_tokens %zu\n\n", s.stop.max_new_tokens);
-      const auto gens = itscale::generate(src, std::span<const itscale::token_id>(prompt), s);
+      const auto gens = itscale::generate(model, std::span<const itscale::token_id>(prompt), s);
+      compute = gens.compute;
       for (const auto& g : gens) {
         generated += g.tokens.size();
         lines.push_back("[" + std::string(s.do_sample ? "sample " : "greedy ") + std::to_string(g.sample) +
                         "] log-prob " + std::to_string(g.logprob_sum) + ", " + std::to_string(g.tokens.size()) +
-                        " tokens, " + stop_name(g.stop) + "\n" + text_of(tok, prompt, g.tokens));
+                        " tokens, " + itscale::to_string(g.stop) + "\n" + text_of(tok, prompt, g.tokens));
       }
     }
-    const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     for (const auto& l : lines) std::printf("%s\n\n", l.c_str());
-    const double in_model = src.seconds();
-    const double lib = total - in_model;
-    std::printf("generated %zu tokens in %.3f ms: %.0f tokens/s (%zu model calls, %zu extended rows)\n", generated,
-                total * 1e3, total > 0 ? static_cast<double>(generated) / total : 0.0, src.calls(),
-                src.extended_rows());
+    const double total = compute.wall_seconds, in_model = compute.source_seconds, lib = total - in_model;
+    std::printf("generated %zu tokens in %.3f ms: %.0f tokens/s\n", generated, total * 1e3,
+                total > 0 ? static_cast<double>(generated) / total : 0.0);
+    std::printf("compute: %llu prefill tokens, %llu generated tokens (model rows), %llu source calls, peak %llu live "
+                "handles\n",
+                static_cast<unsigned long long>(compute.prefill_tokens),
+                static_cast<unsigned long long>(compute.generated_tokens()),
+                static_cast<unsigned long long>(compute.source_calls()),
+                static_cast<unsigned long long>(compute.peak_live_handles));
     std::printf("time inside the model: %.3f ms; library (search, processors, bookkeeping): %.3f ms = %.1f%% of the total\n",
                 in_model * 1e3, lib * 1e3, total > 0 ? 100.0 * lib / total : 0.0);
     std::printf("live handles after decoding: %zu\n", model.live_handles());

@@ -1,6 +1,7 @@
 #pragma once
 /// \file search.hpp
-/// The whole library: `#include <itscale/search.hpp>`.
+/// The whole library: `#include <itscale/search.hpp>` (all but itscale/testing/, which needs
+/// doctest).
 
 #include "itscale/version.hpp"
 
@@ -8,6 +9,7 @@
 #include "itscale/core/logit_source.hpp"
 #include "itscale/core/logit_source_archetype.hpp"
 #include "itscale/core/rng.hpp"
+#include "itscale/core/scoring.hpp"
 #include "itscale/core/types.hpp"
 
 #include "itscale/kernels/beam_select.hpp"

@@ -22,10 +22,7 @@
 
 #include <itscale/search.hpp>
 
-#if __has_include("source_suite.hpp")
-#include "source_suite.hpp"
-#define ITSCALE_TEST_HAVE_SOURCE_SUITE 1
-#endif
+#include <itscale/testing/source_suite.hpp>
 
 using itscale::token_id;
 namespace fs = std::filesystem;
@@ -520,14 +517,12 @@ TEST_CASE("llama2c tokenizer: corrupt files each throw format_error naming the p
         std::string::npos);
 }
 
-#ifdef ITSCALE_TEST_HAVE_SOURCE_SUITE
 TEST_CASE("llama2c: the LogitSource concept suite") {
   require_models();
   for (const std::string name : {"aidreams260K", "stories260K"}) {
     CAPTURE(name);
     const auto w = weights_of(name);
     // Batched and single-row products round differently (see llama2c_model.hpp): a tolerance.
-    itscale_test::check_logit_source([&] { return itscale::llama2c_model(w); }, {.tolerance = 1e-4f});
+    itscale::testing::check_logit_source([&] { return itscale::llama2c_model(w); }, {.tolerance = 1e-4f});
   }
 }
-#endif

@@ -2,10 +2,11 @@
 // every truncation and random corruption of the bytes ends in format_error or a valid load, never
 // anything else (run it under ASan to see no read goes out of bounds); the model built from it
 // (GQA with two query heads per kv head, separate classifier, contexts across block boundaries)
-// passes the LogitSource concept suite.
+// passes the LogitSource concept suite, and its sequence_logprobs equals plain teacher forcing.
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -17,11 +18,9 @@
 
 #include <itscale/backends/llama2c_checkpoint.hpp>
 #include <itscale/backends/llama2c_model.hpp>
+#include <itscale/core/scoring.hpp>
 
-#if __has_include("source_suite.hpp")
-#include "source_suite.hpp"
-#define ITSCALE_TEST_HAVE_SOURCE_SUITE 1
-#endif
+#include <itscale/testing/source_suite.hpp>
 
 namespace {
 
@@ -147,9 +146,59 @@ TEST_CASE("llama2c synthetic model: logits are finite, the context limit holds, 
   }
   CHECK_THROWS_AS(itscale::llama2c_model(w, {.kv_block_tokens = 0}), itscale::invalid_option);
   CHECK_THROWS_AS(itscale::llama2c_model(nullptr), itscale::invalid_input);
-#ifdef ITSCALE_TEST_HAVE_SOURCE_SUITE
   // Block size 3 puts block boundaries inside the suite's short prefixes.
-  itscale_test::check_logit_source([&] { return itscale::llama2c_model(w, {.kv_block_tokens = 3}); },
-                                   {.tolerance = 1e-4f});
-#endif
+  itscale::testing::check_logit_source([&] { return itscale::llama2c_model(w, {.kv_block_tokens = 3}); },
+                                       {.tolerance = 1e-4f});
+}
+
+TEST_CASE("llama2c synthetic model: sequence_logprobs equals teacher forcing one plain extend at a time") {
+  // GQA, separate classifier, blocks of 3 (a 30-token span crosses ten block boundaries), and a
+  // span that ends exactly at the context (4 + 36 = seq_len 40).
+  shape s;
+  const auto w = std::make_shared<const itscale::llama2c_weights>(
+      itscale::parse_llama2c_checkpoint(synthetic(s, 5), "synthetic"));
+  itscale::llama2c_model m(w, {.kv_block_tokens = 3});
+  const auto p = m.prefill(std::vector<itscale::token_id>{1, 2, 3, 4});
+  const auto pr = m.logits().row(0);
+  const std::vector<float> prow(pr.begin(), pr.end());
+  std::vector<itscale::token_id> span(36);
+  for (std::size_t i = 0; i < span.size(); ++i) span[i] = static_cast<itscale::token_id>((i * 7 + 5) % 24);
+  const std::vector<float> lp = itscale::sequence_logprobs(m, p, prow, span);
+  REQUIRE(lp.size() == span.size());
+  // The reference: log-softmax in double of the rows of single-token extends.
+  std::vector<float> row = prow;
+  auto cur = p;
+  for (std::size_t i = 0; i < span.size(); ++i) {
+    CAPTURE(i);
+    double mx = -1e300, sum = 0;
+    for (float x : row) mx = std::max(mx, double{x});
+    for (float x : row) sum += std::exp(double{x} - mx);
+    const double want = double{row[static_cast<std::size_t>(span[i])]} - mx - std::log(sum);
+    CHECK(std::fabs(double{lp[i]} - want) <= 1e-4);
+    if (i + 1 == span.size()) break;
+    std::vector<itscale::llama2c_model::handle> kid(1);
+    m.extend(std::vector{cur}, std::vector<itscale::token_id>{span[i]}, kid);
+    if (cur != p) m.release(cur);
+    cur = kid[0];
+    const auto r = m.logits().row(0);
+    row.assign(r.begin(), r.end());
+  }
+  if (cur != p) m.release(cur);
+  CHECK(m.live_handles() == 1);
+  // The whole span (4 + 36 tokens = seq_len) fits; one more token does not, and leaves nothing.
+  const auto blocks = m.memory().blocks_in_use;
+  const auto full = itscale::extend_span(m, p, span);
+  CHECK(m.length(full.handle) == 40);
+  std::vector<itscale::token_id> longer = span;
+  longer.push_back(1);
+  m.release(full.handle);
+  CHECK(m.memory().blocks_in_use == blocks);
+  CHECK_THROWS_AS((void)itscale::extend_span(m, p, longer), itscale::invalid_input);
+  // sequence_logprobs never feeds its last token: 37 tokens after 4 fit a context of 40, 38 do not.
+  CHECK(itscale::sequence_logprobs(m, p, prow, std::vector<itscale::token_id>(37, 1)).size() == 37);
+  CHECK_THROWS_AS((void)itscale::sequence_logprobs(m, p, prow, std::vector<itscale::token_id>(38, 1)),
+                  itscale::invalid_input);
+  CHECK(m.memory().blocks_in_use == blocks);
+  CHECK(m.live_handles() == 1);
+  m.release(p);
 }

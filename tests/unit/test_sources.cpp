@@ -18,7 +18,7 @@
 #include "itscale/core/logit_source_archetype.hpp"
 #include "itscale/backends/function_source.hpp"
 #include "itscale/backends/hash_lm.hpp"
-#include "source_suite.hpp"
+#include <itscale/testing/source_suite.hpp>
 
 using itscale::token_id;
 
@@ -93,10 +93,10 @@ std::vector<float> hash_row(itscale::hash_lm& lm, const std::vector<token_id>& p
 TEST_CASE("hash_lm passes the LogitSource suite") {
   for (std::size_t vocab : {std::size_t{1}, std::size_t{2}, std::size_t{64}, std::size_t{1000}}) {
     CAPTURE(vocab);
-    itscale_test::check_logit_source([vocab] { return itscale::hash_lm(vocab, 11); });
+    itscale::testing::check_logit_source([vocab] { return itscale::hash_lm(vocab, 11); });
   }
-  itscale_test::check_logit_source([] { return itscale::hash_lm(257, 0xdeadbeefcafef00dull); },
-                                   {.prompt = {256, 0, 256, 17}});
+  itscale::testing::check_logit_source([] { return itscale::hash_lm(257, 0xdeadbeefcafef00dull); },
+                                       {.prompt = {256, 0, 256, 17}});
 }
 
 TEST_CASE("hash_lm matches an independent implementation of the conformance formula") {
@@ -205,10 +205,10 @@ static_assert(itscale::LogitSource<decltype(make_row_form())>);
 static_assert(itscale::LogitSource<decltype(make_vector_form())>);
 
 TEST_CASE("function_source passes the LogitSource suite in both callable forms") {
-  SUBCASE("f(prefix, row)") { itscale_test::check_logit_source(make_row_form); }
-  SUBCASE("f(prefix) -> vector<float>") { itscale_test::check_logit_source(make_vector_form); }
+  SUBCASE("f(prefix, row)") { itscale::testing::check_logit_source(make_row_form); }
+  SUBCASE("f(prefix) -> vector<float>") { itscale::testing::check_logit_source(make_vector_form); }
   SUBCASE("vocab 1") {
-    itscale_test::check_logit_source([] {
+    itscale::testing::check_logit_source([] {
       return itscale::from_function(1, [](std::span<const token_id> p, std::span<float> row) {
         row[0] = static_cast<float>(p.size());
       });

@@ -27,7 +27,7 @@
 namespace itscale {
 inline namespace v0 {
 
-/// A `LogitSource` over a function of the prefix. See the file comment.
+/// A `ScoringLogitSource` over a function of the prefix. See the file comment.
 template <class F>
 class function_source {
  public:
@@ -72,6 +72,29 @@ class function_source {
     pool_.reserve_more(n);
     for (std::size_t i = 0; i < n; ++i) children[i] = pool_.acquire(std::move(prefixes[i]));
     rows_ = n;
+  }
+
+  /// Teacher forcing (`ScoringLogitSource`): one new sequence = `parent + tokens` (non-empty, ids in
+  /// the vocabulary, else `invalid_input`); the function is called once per prefix
+  /// `parent + tokens[0..i]`, and `logits()` shows those rows. All-or-nothing.
+  handle extend_span(handle parent, std::span<const token_id> tokens) {
+    if (tokens.empty()) throw invalid_input("itscale: extend_span needs at least one token");
+    detail::check_tokens(tokens, vocab_, "tokens");
+    const auto& p = pool_.at(parent);
+    std::vector<token_id> prefix;
+    prefix.reserve(p.size() + tokens.size());
+    prefix.assign(p.begin(), p.end());
+    const std::size_t n = tokens.size();
+    buffer_.resize(n * vocab_);
+    rows_ = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      prefix.push_back(tokens[i]);
+      evaluate(prefix, std::span<float>(buffer_.data() + i * vocab_, vocab_));
+    }
+    pool_.reserve_more(1);
+    const handle h = pool_.acquire(std::move(prefix));
+    rows_ = n;
+    return h;
   }
 
   [[nodiscard]] logits_view logits() noexcept { return {buffer_.data(), rows_, vocab_}; }

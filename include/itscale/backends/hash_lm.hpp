@@ -24,7 +24,8 @@
 namespace itscale {
 inline namespace v0 {
 
-/// The conformance hash language model as a `LogitSource`.
+/// The conformance hash language model as a `ScoringLogitSource`. No limits (it does not model
+/// `SourceWithCapacity`: `capacity_of` reports it unbounded).
 class hash_lm {
  public:
   using handle = std::uint32_t;
@@ -93,6 +94,23 @@ class hash_lm {
     rows_ = n;
   }
 
+  /// Teacher forcing (`ScoringLogitSource`): one new sequence = `parent + tokens` (non-empty, ids in
+  /// the vocabulary, else `invalid_input`); `logits()` shows the row after each prefix of `tokens`,
+  /// bit-identical to single-token extends. All-or-nothing.
+  handle extend_span(handle parent, std::span<const token_id> tokens) {
+    if (tokens.empty()) throw invalid_input("itscale: extend_span needs at least one token");
+    detail::check_tokens(tokens, vocab_, "tokens");
+    std::uint64_t h = pool_.at(parent);  // throws before any change for a dead parent
+    buffer_.resize(tokens.size() * vocab_);
+    pool_.reserve_more(1);
+    for (std::size_t i = 0; i < tokens.size(); ++i) {
+      h = advance(h, tokens[i]);
+      fill(h, std::span<float>(buffer_.data() + i * vocab_, vocab_));
+    }
+    rows_ = tokens.size();
+    return pool_.acquire(h);
+  }
+
   [[nodiscard]] logits_view logits() noexcept { return {buffer_.data(), rows_, vocab_}; }
 
   void release(handle h) noexcept { pool_.release(h); }
@@ -108,7 +126,7 @@ class hash_lm {
   std::size_t rows_ = 0;
 };
 
-static_assert(LogitSource<hash_lm>);
+static_assert(ScoringLogitSource<hash_lm>);
 
 }  // namespace v0
 }  // namespace itscale

@@ -1,7 +1,8 @@
 #pragma once
 /// \file logit_source_archetype.hpp
-/// The smallest type that models `LogitSource`. Algorithms are instantiated with it in the tests,
-/// which proves they use nothing beyond the concept. It is not meant to be run.
+/// The smallest types that model `LogitSource` and each of its refinements. Algorithms are
+/// instantiated with them in the tests, which proves they use nothing beyond the concept (or the
+/// capability they detect). They are not meant to be run.
 
 #include <cstddef>
 #include <span>
@@ -25,6 +26,26 @@ class logit_source_archetype {
 };
 
 static_assert(LogitSource<logit_source_archetype>);
+static_assert(!ScoringLogitSource<logit_source_archetype>);
+static_assert(!SourceWithCapacity<logit_source_archetype>);
+
+/// Models exactly `ScoringLogitSource`: `LogitSource` plus `extend_span`.
+class scoring_logit_source_archetype : public logit_source_archetype {
+ public:
+  handle extend_span(handle, std::span<const token_id>) { return handle{}; }
+};
+
+static_assert(ScoringLogitSource<scoring_logit_source_archetype>);
+static_assert(!SourceWithCapacity<scoring_logit_source_archetype>);
+
+/// Models exactly `SourceWithCapacity`: `LogitSource` plus `capacity()`.
+class logit_source_with_capacity_archetype : public logit_source_archetype {
+ public:
+  [[nodiscard]] source_capacity capacity() const noexcept { return {}; }
+};
+
+static_assert(SourceWithCapacity<logit_source_with_capacity_archetype>);
+static_assert(!ScoringLogitSource<logit_source_with_capacity_archetype>);
 
 }  // namespace v0
 }  // namespace itscale

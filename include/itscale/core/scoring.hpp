@@ -20,6 +20,7 @@
 #include "itscale/core/detail/source_rows.hpp"
 #include "itscale/core/detail/validate_tokens.hpp"
 #include "itscale/core/errors.hpp"
+#include "itscale/core/live.hpp"
 #include "itscale/core/logit_source.hpp"
 #include "itscale/core/types.hpp"
 #include "itscale/kernels/reduce.hpp"
@@ -48,38 +49,6 @@ struct span_extension {
 
 namespace detail {
 
-/// Owns at most one handle of `S` and releases it unless `take()`n: the intermediate (or final)
-/// handle of a span extension while anything can still throw.
-template <LogitSource S>
-class owned_handle {
- public:
-  explicit owned_handle(S& s) noexcept : s_(s) {}
-  owned_handle(const owned_handle&) = delete;
-  owned_handle& operator=(const owned_handle&) = delete;
-  ~owned_handle() { reset(); }
-
-  /// Releases the held handle (if any) and holds `h` instead.
-  void reset(handle_t<S> h) noexcept {
-    reset();
-    h_ = h;
-    held_ = true;
-  }
-  void reset() noexcept {
-    if (held_) s_.release(h_);
-    held_ = false;
-  }
-  /// Gives up ownership (precondition: a handle is held).
-  [[nodiscard]] handle_t<S> take() noexcept {
-    held_ = false;
-    return h_;
-  }
-
- private:
-  S& s_;
-  handle_t<S> h_{};
-  bool held_ = false;
-};
-
 /// Teacher-forces `tokens` (non-empty, already checked against the vocabulary) after `parent`:
 /// calls `on_row(i, row)` (noexcept) with the next-token row after `parent + tokens[0..i]`, in
 /// order, and returns the new sequence's handle (owned by the caller). Rows are checked at the API
@@ -89,9 +58,9 @@ template <LogitSource S, class OnRow>
 handle_t<S> teacher_force(S& s, handle_t<S> parent, std::span<const token_id> tokens, OnRow&& on_row) {
   using handle = handle_t<S>;
   const std::size_t vocab = s.vocab_size(), n = tokens.size();
-  owned_handle<S> owned(s);
+  owned_handle<S> owned;  // the intermediate (or final) handle while anything can still throw
   if constexpr (ScoringLogitSource<S>) {
-    owned.reset(s.extend_span(parent, tokens));
+    owned = owned_handle<S>(s, s.extend_span(parent, tokens));
     const logits_view v = s.logits();
     check_source_rows(v, n, vocab, 0);
     for (std::size_t i = 0; i < n; ++i) on_row(i, std::span<const float>(v.row(i)));
@@ -100,14 +69,14 @@ handle_t<S> teacher_force(S& s, handle_t<S> parent, std::span<const token_id> to
     for (std::size_t i = 0; i < n; ++i) {
       handle child{};
       s.extend(std::span<const handle>(&cur, 1), tokens.subspan(i, 1), std::span<handle>(&child, 1));
-      owned.reset(child);  // the previous intermediate (never `parent`) is released here
+      owned = owned_handle<S>(s, child);  // releases the previous intermediate (never `parent`)
       cur = child;
       const logits_view v = s.logits();
       check_source_rows(v, 1, vocab, i);
       on_row(i, std::span<const float>(v.row(0)));
     }
   }
-  return owned.take();
+  return owned.release();
 }
 
 /// log-softmax of `row` at `t`: `row[t] - logsumexp(row)` in double, `-inf` for a masked token.

@@ -15,6 +15,9 @@
 #include <vector>
 
 #include <itscale/search.hpp>
+#include <itscale/select/adaptive_consistency.hpp>
+#include <itscale/select/best_of_n.hpp>
+#include <itscale/select/self_consistency.hpp>
 
 #include "arith_task.hpp"
 

@@ -92,8 +92,19 @@ inline void write_svg(const std::string& path, const std::vector<result_row>& ro
     hi = std::max(hi, x);
   }
   if (rows.empty()) lo = 1, hi = 10;
-  double xlo = std::pow(10.0, std::floor(std::log10(lo))), xhi = std::pow(10.0, std::ceil(std::log10(hi)));
-  if (xhi <= xlo) xhi = xlo * 10;
+  // x from the tick (1, 2 or 5 times a power of ten) at or below the least tokens to the one at or
+  // above the most.
+  const auto tick_below = [](double v) {
+    const double d = std::pow(10.0, std::floor(std::log10(v)));
+    return v >= 5 * d ? 5 * d : v >= 2 * d ? 2 * d : d;
+  };
+  const auto tick_above = [](double v) {
+    const double d = std::pow(10.0, std::floor(std::log10(v)));
+    return v <= d ? d : v <= 2 * d ? 2 * d : v <= 5 * d ? 5 * d : 10 * d;
+  };
+  const double xlo = tick_below(lo);
+  double xhi = tick_above(hi);
+  if (xhi <= xlo) xhi = xlo * 2;
   const auto X = [&](double v) { return left + pw * (std::log10(std::max(v, 1.0)) - std::log10(xlo)) / (std::log10(xhi) - std::log10(xlo)); };
   // y from a tenth below the lowest accuracy (or the reference) to 1: the curves' differences are
   // what the chart is for.
@@ -116,9 +127,10 @@ inline void write_svg(const std::string& path, const std::vector<result_row>& ro
     s += format("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n", left - 5, y, left, y);
     s += format("<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.2f</text>\n", left - 8, y + 4, a);
   }
-  for (double d = xlo; d < xhi * 1.001; d *= 10) {
+  for (double d = std::pow(10.0, std::floor(std::log10(xlo))); d < xhi * 1.001; d *= 10) {
     for (double m : {1.0, 2.0, 5.0}) {
       const double v = d * m;
+      if (v < xlo * 0.999) continue;
       if (v > xhi * 1.001) break;
       const double x = X(v);
       s += format("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>\n", x, top, x, top + ph,

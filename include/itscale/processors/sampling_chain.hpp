@@ -9,6 +9,7 @@
 #include <optional>
 #include <span>
 
+#include "itscale/kernels/dispatch.hpp"
 #include "itscale/processors/epsilon_eta.hpp"
 #include "itscale/processors/live_set.hpp"
 #include "itscale/processors/min_p.hpp"
@@ -88,6 +89,11 @@ class sampling_chain {
     apply_processors(row, ctx);
     apply_warpers(row, ctx);
   }
+
+  /// The arch of the SIMD kernels this chain's filters run (e.g. "avx512bw", "fma3+avx2", "sse2"):
+  /// `kernels::active_arch()` as this chain's code sees it. Cheap (no kernel call); a way to check
+  /// which kernels a caller built with given `-march` flags actually reaches.
+  [[nodiscard]] static const char* kernel_arch() noexcept { return kernels::active_arch(); }
 
  private:
   template <class P>

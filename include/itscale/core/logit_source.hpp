@@ -27,10 +27,12 @@
 #include <span>
 #include <type_traits>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/types.hpp"
 
-namespace itscale {
-inline namespace v0 {
+// Untagged (core/abi.hpp): a backend built in its own translation unit plugs into searches
+// built with any flags.
+ITSCALE_BEGIN_UNTAGGED_NAMESPACE
 
 /// A backend that produces next-token logits for forkable sequences. See the file comment for
 /// the lifetime rules.
@@ -50,5 +52,4 @@ concept LogitSource =
 template <LogitSource S>
 using handle_t = typename S::handle;
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_UNTAGGED_NAMESPACE

@@ -41,13 +41,13 @@
 #include <vector>
 
 #include "itscale/backends/support/member_set.hpp"
+#include "itscale/core/abi.hpp"
 #include "itscale/core/detail/validate_tokens.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/logit_source.hpp"
 #include "itscale/core/types.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// Options of `cfg_source`.
 struct cfg_options {
@@ -206,7 +206,7 @@ class cfg_source {
   /// Teacher forcing when the model can: one `extend_span` for each of the two sequences; one row
   /// per prefix. All-or-nothing.
   handle extend_span(handle parent, std::span<const token_id> tokens)
-    requires detail::has_extend_span<model_type>
+    requires ScoringLogitSource<model_type>
   {
     if (tokens.empty()) throw invalid_input("itscale: cfg_source: extend_span needs at least one token");
     detail::check_tokens(tokens, vocab_, "tokens");
@@ -336,5 +336,4 @@ template <CombinatorMember M>
   return cfg_source<M>(std::forward<M>(model), std::move(opts));
 }
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -7,10 +7,10 @@
 #include <cstddef>
 #include <span>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/logit_source.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// Models exactly `LogitSource` and nothing more.
 class logit_source_archetype {
@@ -52,5 +52,4 @@ class logit_source_with_capacity_archetype : public logit_source_archetype {
 static_assert(SourceWithCapacity<logit_source_with_capacity_archetype>);
 static_assert(!ScoringLogitSource<logit_source_with_capacity_archetype>);
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -23,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/types.hpp"
 #include "itscale/steps/handle_budget.hpp"
@@ -30,8 +31,7 @@
 #include "itscale/steps/step_search.hpp"
 #include "itscale/steps/verifier.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// Options of `best_first_search`. Designated initialisers, one `validate()`.
 struct best_first_options {
@@ -169,5 +169,4 @@ template <StepProposer P, Verifier V>
   return r.finish(std::move(done), std::move(open), opts.num_return_sequences, status);
 }
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

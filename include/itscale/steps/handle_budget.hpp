@@ -23,10 +23,10 @@
 #include <unordered_map>
 #include <utility>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/steps/step_proposer.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// See the file comment.
 template <StepProposer P>
@@ -99,5 +99,4 @@ class handle_budget {
   std::uint64_t drops_ = 0;
 };
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/live.hpp"
 #include "itscale/core/logit_source.hpp"
@@ -38,8 +39,7 @@
 #include "itscale/steps/detail/source_proposer.hpp"
 #include "itscale/steps/step_proposer.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// Options of `sampling_proposer`. Designated initialisers, one `validate()`.
 struct sampling_proposer_options {
@@ -187,5 +187,4 @@ class sampling_proposer : public detail::source_proposer_base<S> {
 
 static_assert(StepProposer<sampling_proposer<logit_source_archetype>>);
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -33,14 +33,14 @@
 #include <utility>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/types.hpp"
 #include "itscale/steps/step_proposer.hpp"
 #include "itscale/steps/step_search.hpp"
 #include "itscale/steps/verifier.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// Options of `step_beam_search`. Designated initialisers, one `validate()`.
 struct step_beam_options {
@@ -151,5 +151,4 @@ template <StepProposer P, Verifier V>
   return r.finish(std::move(done), std::move(open), opts.num_return_sequences, status);
 }
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

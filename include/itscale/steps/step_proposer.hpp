@@ -21,12 +21,12 @@
 #include <utility>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/compute.hpp"
 #include "itscale/core/sequence.hpp"
 #include "itscale/core/types.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// One proposed next step of a node.
 template <class State>
@@ -99,5 +99,4 @@ struct step_proposer_archetype {
 };
 static_assert(StepProposer<step_proposer_archetype>);
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/compute.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/sequence.hpp"
@@ -25,8 +26,7 @@
 #include "itscale/steps/step_proposer.hpp"
 #include "itscale/steps/verifier.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// How a step-level search is driven.
 struct step_run_options {
@@ -309,5 +309,4 @@ std::vector<Node> expand_flat(Run& r, std::vector<Node>& parents, std::span<cons
 }
 
 }  // namespace detail
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/detail/handle_guard.hpp"
 #include "itscale/core/detail/source_rows.hpp"
 #include "itscale/core/errors.hpp"
@@ -28,8 +29,7 @@
 #include "itscale/steps/detail/source_proposer.hpp"
 #include "itscale/steps/step_proposer.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// Options of `top_k_proposer`. Designated initialisers, one `validate()`.
 struct top_k_proposer_options {
@@ -153,5 +153,4 @@ class top_k_proposer : public detail::source_proposer_base<S> {
 
 static_assert(StepProposer<top_k_proposer<logit_source_archetype>>);
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -12,10 +12,10 @@
 #include <numbers>
 #include <span>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/rng.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 namespace detail {
 
 /// A uniform in (0, 1) from 32 random bits (never 0, so its log is finite).
@@ -60,5 +60,4 @@ inline void dirichlet_draw(const counter_rng& rng, std::uint32_t step0, double a
 }
 
 }  // namespace detail
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

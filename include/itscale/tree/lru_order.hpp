@@ -8,8 +8,9 @@
 #include <cstdint>
 #include <vector>
 
-namespace itscale {
-inline namespace v0 {
+#include "itscale/core/abi.hpp"
+
+ITSCALE_BEGIN_NAMESPACE
 namespace detail {
 
 class lru_order {
@@ -78,5 +79,4 @@ class lru_order {
 };
 
 }  // namespace detail
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -81,6 +81,7 @@
 #include <utility>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/compute.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/rng.hpp"
@@ -94,8 +95,7 @@
 #include "itscale/tree/selection.hpp"
 #include "itscale/tree/tree_export.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 // ---------------------------------------------------------------------------------------------
 // Options and result
@@ -1076,5 +1076,4 @@ template <StepProposer P, Verifier V>
   return m.search();
 }
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -10,11 +10,11 @@
 #include <limits>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/sequence.hpp"
 #include "itscale/core/types.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// "No node": the parent of the root.
 inline constexpr std::uint32_t no_node = 0xFFFFFFFFu;
@@ -61,5 +61,4 @@ struct mcts_node {
   [[nodiscard]] double mean() const noexcept { return visits > 0 ? value_sum / static_cast<double>(visits) : 0.0; }
 };
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -7,8 +7,9 @@
 #include <cstdint>
 #include <limits>
 
-namespace itscale {
-inline namespace v0 {
+#include "itscale/core/abi.hpp"
+
+ITSCALE_BEGIN_NAMESPACE
 
 /// AlphaZero's exploration coefficient c(s) = log((1 + N + c_base) / c_base) + c_init, where N is
 /// the parent's visit count (Silver et al. 2018, supplementary pseudo-code).
@@ -55,5 +56,4 @@ inline namespace v0 {
   return static_cast<std::uint32_t>(x ^ (x >> 32));
 }
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -17,12 +17,12 @@
 #include <string>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/sequence.hpp"
 #include "itscale/core/types.hpp"
 #include "itscale/tree/mcts_node.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// What an export shows.
 struct tree_export_options {
@@ -209,5 +209,4 @@ template <class State>
   return out;
 }
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/detail/validate_tokens.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/logit_source.hpp"
@@ -29,8 +30,7 @@
 #include "itscale/kernels/reduce.hpp"
 #include "itscale/kernels/softmax.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// A type a combinator can hold as a member: a `LogitSource` object type (owned) or a non-const
 /// lvalue reference to one (borrowed).
@@ -44,13 +44,6 @@ namespace detail {
 /// The source type behind a member type.
 template <class M>
 using member_source_t = std::remove_cvref_t<M>;
-
-/// A source with the optional teacher-forcing capability `extend_span(parent, tokens) -> handle`
-/// (one new sequence = parent + tokens; `logits()` then shows one row per prefix).
-template <class S>
-concept has_extend_span = requires(S& s, handle_t<S> h, std::span<const token_id> t) {
-  { s.extend_span(h, t) } -> std::same_as<handle_t<S>>;
-};
 
 /// The smallest float probability is 2^-149: log-probs of -inf that a combinator must *subtract*
 /// (an amateur's, or the unconditional sequence's when guidance is above 1) are raised to this
@@ -300,7 +293,7 @@ class combined_source {
   /// Teacher forcing, when every member can: one `extend_span` per member; `logits()` then shows
   /// one row per prefix (`tokens.size()` rows). All-or-nothing as `extend`.
   handle extend_span(handle parent, std::span<const token_id> tokens)
-    requires(has_extend_span<member_source_t<Ms>> && ...)
+    requires(ScoringLogitSource<member_source_t<Ms>> && ...)
   {
     if (tokens.empty())
       throw invalid_input(std::string("itscale: ") + Derived::name + ": extend_span needs at least one token");
@@ -402,5 +395,4 @@ class combined_source {
 };
 
 }  // namespace detail
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/compute.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/live.hpp"
@@ -21,8 +22,7 @@
 #include "itscale/core/types.hpp"
 #include "itscale/steps/step_proposer.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// A predicate on a whole token sequence (prompt and every step): true when it is finished.
 using sequence_predicate = std::function<bool(std::span<const token_id>)>;
@@ -115,5 +115,4 @@ class source_proposer_base {
 };
 
 }  // namespace detail
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

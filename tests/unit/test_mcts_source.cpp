@@ -99,7 +99,7 @@ TEST_CASE("trap on a synthetic source: greedy decoding ends at reward 0, MCTS ch
     CHECK(trap_reward(prompt, g[0].tokens, true) == 0.0);
   }
   auto v = itscale::make_verifier("trap", {0, 1}, trap_reward);
-  // Budgets: 160 simulations at B = 1 and B = 4 (toy version: chosen at 94 and 118); 32 samples
+  // Budget: 160 simulations at B = 1 and B = 4 (toy version: chosen at 94 for both); 32 samples
   // per expansion so that every step, even the 0.1 one, is proposed (the trap is about priors).
   for (std::size_t B : {1u, 4u}) {
     CAPTURE(B);

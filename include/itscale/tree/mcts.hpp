@@ -37,7 +37,8 @@
 ///   expanded stops the first path that reaches it; later paths pass through to its existing
 ///   children (or join it if it has none). The round's expansions go to the proposer in one batch,
 ///   after which each stopped path steps to a new child, and the round's leaves go to the verifier
-///   in one call. (Only a path whose node's expansion brought no new step walks on and may need
+///   in one call. A path that ends at a leaf an earlier path of the round took (a collision) only
+///   gives its virtual loss back: it is neither backed up nor counted as a simulation. (Only a path whose node's expansion brought no new step walks on and may need
 ///   another batch in the same round; rollouts cost one batch per rollout step.)
 ///
 /// **Determinism.** A node's random streams are keyed by its path from the root (`child_key` of
@@ -208,7 +209,8 @@ struct mcts_result {
   std::uint32_t chosen = no_node;    ///< the root child `sequences[0]` goes through (for `commit`)
   compute_stats compute;             ///< source work (the proposer's, during this search) and verifier work
   run_status status = run_status::completed;
-  std::uint64_t simulations = 0;     ///< completed simulations of this search
+  std::uint64_t simulations = 0;     ///< completed simulations of this search (collisions excluded)
+  std::uint64_t collisions = 0;      ///< paths of a round that reached a leaf an earlier path of the round took
   std::uint64_t rounds = 0;
   std::uint64_t expansions = 0;      ///< nodes sent to the proposer for children
   std::uint64_t rollouts = 0;
@@ -280,8 +282,7 @@ class mcts {
             break;
           }
           const std::size_t k = std::min<std::size_t>(opts_.leaves_per_round, opts_.simulations - sims);
-          round(k);
-          sims += k;
+          sims += round(k);
           ++res.rounds;
         }
       }
@@ -380,7 +381,8 @@ class mcts {
 
   // --- one round: select B paths, expand what they wait on, evaluate the leaves, back up -------
 
-  void round(std::size_t k) {
+  // Returns the simulations completed: the paths whose leaf no earlier path of the round took.
+  std::size_t round(std::size_t k) {
     if (paths_.size() < k) paths_.resize(k);
     ends_.assign(k, path_end::leaf);
     for (std::size_t b = 0; b < k; ++b) {
@@ -397,7 +399,7 @@ class mcts {
     for (std::uint32_t x : expanded_) queued_[x] = 0;
     expanded_.clear();
     evaluate(k);
-    backup(k);
+    return backup(k);
   }
 
   // Walks path b down from its last node until a leaf (an unevaluated node, or a terminal one) or
@@ -657,10 +659,16 @@ class mcts {
     const bool process = opts_.evaluation != mcts_evaluation::rollout;
     const bool rollout = opts_.evaluation != mcts_evaluation::verifier;
     // The round's distinct leaves, in path order, and what each needs.
+    // A path whose leaf an earlier path of the round took is a collision: it adds no information,
+    // so it is not backed up (see `backup`).
     leaves_.clear();
+    collided_.assign(k, 0);
     for (std::size_t b = 0; b < k; ++b) {
       const std::uint32_t x = paths_[b].back();
-      if (queued_[x] == 2) continue;
+      if (queued_[x] == 2) {
+        collided_[b] = 1;
+        continue;
+      }
       queued_[x] = 2;
       leaves_.push_back(x);
     }
@@ -803,8 +811,17 @@ class mcts {
 
   // --- backup -----------------------------------------------------------------------------------
 
-  void backup(std::size_t k) noexcept {
+  // Backs up each path's leaf value; a collided path only gives its virtual loss back. Returns
+  // the simulations completed.
+  std::size_t backup(std::size_t k) noexcept {
+    std::size_t done = 0;
     for (std::size_t b = 0; b < k; ++b) {
+      if (collided_[b] != 0) {
+        for (std::uint32_t x : paths_[b]) --nodes_[x].in_flight;
+        ++res_->collisions;
+        continue;
+      }
+      ++done;
       const double v = nodes_[paths_[b].back()].value;
       for (std::uint32_t x : paths_[b]) {
         node& n = nodes_[x];
@@ -814,6 +831,7 @@ class mcts {
         n.value_max = std::max(n.value_max, v);
       }
     }
+    return done;
   }
 
   // --- the final choice -------------------------------------------------------------------------
@@ -1060,7 +1078,7 @@ class mcts {
   std::vector<path_end> ends_;
   std::vector<std::uint32_t> to_expand_, expanded_;
   std::vector<std::uint32_t> leaves_;
-  std::vector<std::uint8_t> queued_, pinned_;
+  std::vector<std::uint8_t> queued_, pinned_, collided_;
   std::vector<double> leaf_process_, leaf_rollout_;
   std::vector<propose_item<state>> items_;
   std::vector<std::uint32_t> ids_;

@@ -30,19 +30,17 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <span>
-#include <utility>
-#include <vector>
-
 #include <filesystem>
-#include <memory>
-#include <string>
-
 #include <itscale/backends/llama2c_model.hpp>
 #include <itscale/backends/llama2c_tokenizer.hpp>
 #include <itscale/steps/sampling_proposer.hpp>
 #include <itscale/steps/verifier.hpp>
 #include <itscale/tree/mcts.hpp>
+#include <memory>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "../examples/arith/arith_task.hpp"
 
@@ -202,10 +200,14 @@ arith_run run_arith(const arith_setup& a, std::size_t B, std::size_t limit, floa
                                             .max_step_tokens = 20,
                                             .max_sequence_tokens = 128});
     const auto r = itscale::mcts_search(prop, calc, prompt,
-                                        {.simulations = 128, .leaves_per_round = B, .samples_per_expansion = 4,
-                                         .widening = {.c = 2, .alpha = 0.5}, .max_live_handles = limit});
+                                        {.simulations = 128,
+                                         .leaves_per_round = B,
+                                         .samples_per_expansion = 4,
+                                         .widening = {.c = 2, .alpha = 0.5},
+                                         .max_live_handles = limit});
     out.chosen.push_back(r.sequences.empty() ? std::vector<token_id>{} : r.sequences[0].tokens);
-    out.solved += !r.sequences.empty() && arith::score_text(a.problems[i], calc.text(r.sequences[0].tokens), true) == 1.0;
+    out.solved +=
+        !r.sequences.empty() && arith::score_text(a.problems[i], calc.text(r.sequences[0].tokens), true) == 1.0;
     out.compute += r.compute;
     out.rounds += r.rounds;
     out.peak_tree = std::max(out.peak_tree, r.peak_tree_handles);

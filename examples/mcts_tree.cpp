@@ -14,14 +14,13 @@
 #include <exception>
 #include <filesystem>
 #include <iostream>
-#include <string>
-#include <vector>
-
 #include <itscale/backends/llama2c_model.hpp>
 #include <itscale/backends/llama2c_tokenizer.hpp>
 #include <itscale/decode/generate.hpp>
 #include <itscale/steps/sampling_proposer.hpp>
 #include <itscale/tree/mcts.hpp>
+#include <string>
+#include <vector>
 
 #include "arith/arith_task.hpp"
 
@@ -34,12 +33,18 @@ int main(int argc, char** argv) try {
   double widening = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--model") model_path = v;
-    else if (k == "--tokenizer") tok_path = v;
-    else if (k == "--prompt") prompt_text = v;
-    else if (k == "--simulations") simulations = std::stoul(v);
-    else if (k == "--seed") seed = std::stoull(v);
-    else if (k == "--widening") widening = std::stod(v);
+    if (k == "--model")
+      model_path = v;
+    else if (k == "--tokenizer")
+      tok_path = v;
+    else if (k == "--prompt")
+      prompt_text = v;
+    else if (k == "--simulations")
+      simulations = std::stoul(v);
+    else if (k == "--seed")
+      seed = std::stoull(v);
+    else if (k == "--widening")
+      widening = std::stod(v);
     else {
       std::cerr << "unknown option " << k << "\n";
       return 2;
@@ -58,12 +63,15 @@ int main(int argc, char** argv) try {
                                           .eos_token_id = {2},
                                           .max_step_tokens = 20,
                                           .max_sequence_tokens = 128});
-  itscale::mcts search(prop, calc, prompt, {.simulations = simulations, .leaves_per_round = 4, .samples_per_expansion = 4,
-                                                   .widening = {.c = widening, .alpha = 0.5}});
+  itscale::mcts search(prop, calc, prompt,
+                       {.simulations = simulations,
+                        .leaves_per_round = 4,
+                        .samples_per_expansion = 4,
+                        .widening = {.c = widening, .alpha = 0.5}});
   const auto r = search.search();
 
-  std::cout << search.to_dot({.detokenize = [&](std::span<const itscale::token_id> step) { return calc.text(step); },
-                              .highlight = r.path});
+  std::cout << search.to_dot(
+      {.detokenize = [&](std::span<const itscale::token_id> step) { return calc.text(step); }, .highlight = r.path});
   std::cerr << "prompt   " << prompt_text << "\ngreedy   " << calc.text(greedy[0].tokens) << "\nmcts     "
             << (r.sequences.empty() ? std::string("(none)") : calc.text(r.sequences[0].tokens)) << "\n"
             << r.simulations << " simulations, " << r.nodes << " nodes, " << r.compute.generated_tokens()

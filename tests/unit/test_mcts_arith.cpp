@@ -4,14 +4,13 @@
 #include <doctest/doctest.h>
 
 #include <filesystem>
-#include <string>
-#include <vector>
-
 #include <itscale/backends/llama2c_model.hpp>
 #include <itscale/backends/llama2c_tokenizer.hpp>
 #include <itscale/decode/generate.hpp>
 #include <itscale/steps/sampling_proposer.hpp>
 #include <itscale/tree/mcts.hpp>
+#include <string>
+#include <vector>
 
 #include "../../examples/arith/arith_task.hpp"
 
@@ -38,7 +37,8 @@ TEST_CASE("arith-1750 with the calculator verifier: MCTS solves clearly more pro
   for (std::size_t i = 0; i < problems.size(); ++i) {
     const auto& p = problems[i];
     const auto prompt = arith::encode_prompt(tok, p.prompt());
-    const auto g = itscale::generate(model, std::span<const token_id>(prompt), {.stop = {.max_new_tokens = 90, .eos_token_id = {2}}});
+    const auto g = itscale::generate(model, std::span<const token_id>(prompt),
+                                     {.stop = {.max_new_tokens = 90, .eos_token_id = {2}}});
     greedy += arith::score_text(p, calc.text(g[0].tokens), true) == 1.0 ? 1 : 0;
     greedy_tokens += g[0].tokens.size();
     // Steps sampled until ';' or EOS at temperature 1.0, 8 samples per expansion; PUCT with the
@@ -49,7 +49,8 @@ TEST_CASE("arith-1750 with the calculator verifier: MCTS solves clearly more pro
                                             .eos_token_id = {2},
                                             .max_step_tokens = 20,
                                             .max_sequence_tokens = 128});
-    const auto r = itscale::mcts_search(prop, calc, prompt, {.simulations = 64, .leaves_per_round = 8, .samples_per_expansion = 8});
+    const auto r = itscale::mcts_search(prop, calc, prompt,
+                                        {.simulations = 64, .leaves_per_round = 8, .samples_per_expansion = 8});
     REQUIRE(!r.sequences.empty());
     solved += arith::score_text(p, calc.text(r.sequences[0].tokens), true) == 1.0 ? 1 : 0;
     mcts_tokens += r.compute.generated_tokens();

@@ -38,7 +38,8 @@ namespace detail {
 
 inline void json_escape(std::string& out, const std::string& s) {
   out += '"';
-  for (unsigned char c : s) {
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
     switch (c) {
       case '"':
         out += "\\\"";

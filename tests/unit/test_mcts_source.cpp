@@ -49,8 +49,8 @@ auto trap_source() {
       return;
     }
     const auto set = [&](int x, double p, int y, double q) {
-      row[letter(x)] = static_cast<float>(std::log(p));
-      row[letter(y)] = static_cast<float>(std::log(q));
+      row[static_cast<std::size_t>(letter(x))] = static_cast<float>(std::log(p));
+      row[static_cast<std::size_t>(letter(y))] = static_cast<float>(std::log(q));
     };
     if (path.empty())
       set(1, 0.9, 2, 0.1);

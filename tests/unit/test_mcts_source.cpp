@@ -45,7 +45,7 @@ auto trap_source() {
     std::fill(row.begin(), row.end(), itscale::masked_logit);
     const tokens path = letters_of(prefix);
     if (prefix.back() > semi) {  // after a letter: ';' or, at depth 3, EOS
-      row[path.size() == 3 ? eos : semi] = 0;
+      row[static_cast<std::size_t>(path.size() == 3 ? eos : semi)] = 0;
       return;
     }
     const auto set = [&](int x, double p, int y, double q) {
@@ -241,7 +241,7 @@ TEST_CASE("determinism with a sampling proposer: B = 1, 4, 8 agree on every node
     for (const auto& [k, x] : a) {
       if (b.count(k) != 0) {
         ++common;
-        both_expanded += same(x, b.at(k)) ? 1 : 0;
+        both_expanded += same(x, b.at(k)) ? 1u : 0u;
       }
       if (c.count(k) != 0) same(x, c.at(k));
     }

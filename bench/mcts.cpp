@@ -103,8 +103,8 @@ static_assert(itscale::StepProposer<tiny_proposer>);
 // Scores a sequence by a hash of its last tokens: cheap and varied.
 auto tiny_verifier() {
   return itscale::make_verifier("tiny", {0, 1}, [](std::span<const token_id>, std::span<const token_id> seq, bool) {
-    std::uint64_t h = 0x9E3779B97F4A7C15ull;
-    for (token_id t : seq) h = (h ^ static_cast<std::uint64_t>(t)) * 0xBF58476D1CE4E5B9ull;
+    std::uint64_t h = std::uint64_t{0x9E3779B97F4A7C15ull};
+    for (token_id t : seq) h = (h ^ static_cast<std::uint64_t>(t)) * std::uint64_t{0xBF58476D1CE4E5B9ull};
     return static_cast<double>(h >> 40) / static_cast<double>(1ull << 24);
   });
 }

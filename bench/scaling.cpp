@@ -7,6 +7,8 @@
 //                         forward passes (goal: below 10 % for every method)
 //       tokens_per_s    = generated tokens (compute_stats) / wall seconds
 //       rows_per_extend = extend_rows / extend_calls: the batch size the method gives the model
+//   scaling/contrastive_members   contrastive decoding with the expert and the amateur metered apart:
+//                                library_share counts the combinator's own arithmetic as library
 //   scaling/llama2c_extend/batch:B   the llama2.c backend (arith-1750.bin) alone: B sequences
 //                                forked from one prompt, extended together for 64 steps;
 //                                tokens_per_s at the batch sizes the methods use
@@ -84,6 +86,26 @@ void method(benchmark::State& state, const arith::method_def* m) {
   state.counters["tokens_per_problem"] = runs ? static_cast<double>(total.generated_tokens()) / static_cast<double>(runs) : 0;
 }
 
+/// Contrastive decoding with each member metered on its own: the combinator's row arithmetic is
+/// library time here (in `method:contrastive` it sits inside the combined source's time).
+void contrastive_members(benchmark::State& state) {
+  auto& d = data();
+  const arith::method_settings settings;
+  arith::worker w(settings, d.tok, d.model, d.amateur, d.reference);
+  itscale::compute_stats members, run;
+  for (auto _ : state) {
+    for (const auto& t : d.tasks) {
+      itscale::metered_source<arith::model_t> expert(w.model, members), amateur(w.amateur, members);
+      auto cd = itscale::make_contrastive(expert, amateur, {.alpha = 0.5, .beta = 0.1});
+      const auto r = itscale::generate(cd, std::span<const itscale::token_id>(t.prompt), {.stop = w.stop(t)});
+      run += r.compute;
+    }
+  }
+  state.counters["library_share"] = run.wall_seconds > 0 ? 1 - members.source_seconds / run.wall_seconds : 0;
+  state.counters["combinator_share"] =
+      run.wall_seconds > 0 ? (run.source_seconds - members.source_seconds) / run.wall_seconds : 0;
+}
+
 void llama2c_extend(benchmark::State& state) {
   auto& d = data();
   itscale::llama2c_model model(d.model);
@@ -120,6 +142,7 @@ int main(int argc, char** argv) {
                                  method, &m)
         ->Unit(benchmark::kMillisecond)
         ->Iterations(1);
+  benchmark::RegisterBenchmark("scaling/contrastive_members/N:1", contrastive_members)->Unit(benchmark::kMillisecond)->Iterations(1);
   benchmark::RegisterBenchmark("scaling/llama2c_extend", llama2c_extend)
       ->ArgName("batch")
       ->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Arg(16)->Arg(32)->Arg(64)

@@ -23,26 +23,24 @@
 //                                    chosen sequence equals the unbounded run's)
 //
 // tree_ops use a trivial proposer and verifier: the figures are the search's own overhead, which
-// a real model's work dwarfs. The arith benchmarks read ITSCALE_SHARED_DIR/models and skip with an
+// a real model's work dwarfs. The arith benchmarks read ITSCALE_DATA_DIR/models and skip with an
 // error message without them.
 
 #include <benchmark/benchmark.h>
 
 #include <cstddef>
 #include <cstdint>
-#include <span>
-#include <utility>
-#include <vector>
-
 #include <filesystem>
-#include <memory>
-#include <string>
-
 #include <itscale/backends/llama2c_model.hpp>
 #include <itscale/backends/llama2c_tokenizer.hpp>
 #include <itscale/steps/sampling_proposer.hpp>
 #include <itscale/steps/verifier.hpp>
 #include <itscale/tree/mcts.hpp>
+#include <memory>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "../examples/arith/arith_task.hpp"
 
@@ -168,7 +166,7 @@ struct arith_setup {
 const arith_setup* arith_data(benchmark::State& st) {
   static std::unique_ptr<arith_setup> cache;
   if (!cache) {
-    const fs::path dir = fs::path(ITSCALE_SHARED_DIR) / "models";
+    const fs::path dir = fs::path(ITSCALE_DATA_DIR) / "models";
     if (!fs::exists(dir / "arith-1750.bin") || !fs::exists(dir / "arith-tok.bin")) {
       st.SkipWithError(("skipped: " + (dir / "arith-1750.bin").string() + " not found").c_str());
       return nullptr;
@@ -202,10 +200,14 @@ arith_run run_arith(const arith_setup& a, std::size_t B, std::size_t limit, floa
                                             .max_step_tokens = 20,
                                             .max_sequence_tokens = 128});
     const auto r = itscale::mcts_search(prop, calc, prompt,
-                                        {.simulations = 128, .leaves_per_round = B, .samples_per_expansion = 4,
-                                         .widening = {.c = 2, .alpha = 0.5}, .max_live_handles = limit});
+                                        {.simulations = 128,
+                                         .leaves_per_round = B,
+                                         .samples_per_expansion = 4,
+                                         .widening = {.c = 2, .alpha = 0.5},
+                                         .max_live_handles = limit});
     out.chosen.push_back(r.sequences.empty() ? std::vector<token_id>{} : r.sequences[0].tokens);
-    out.solved += !r.sequences.empty() && arith::score_text(a.problems[i], calc.text(r.sequences[0].tokens), true) == 1.0;
+    out.solved +=
+        !r.sequences.empty() && arith::score_text(a.problems[i], calc.text(r.sequences[0].tokens), true) == 1.0;
     out.compute += r.compute;
     out.rounds += r.rounds;
     out.peak_tree = std::max(out.peak_tree, r.peak_tree_handles);

@@ -66,3 +66,8 @@
 #include "itscale/steps/step_search.hpp"
 #include "itscale/steps/top_k_proposer.hpp"
 #include "itscale/steps/verifier.hpp"
+
+#include "itscale/tree/mcts.hpp"
+#include "itscale/tree/mcts_node.hpp"
+#include "itscale/tree/selection.hpp"
+#include "itscale/tree/tree_export.hpp"

@@ -4,10 +4,9 @@
 
 #include <cmath>
 #include <exception>
+#include <itscale/tree/mcts.hpp>
 #include <string>
 #include <vector>
-
-#include <itscale/tree/mcts.hpp>
 
 #include "toy_proposer.hpp"
 
@@ -18,7 +17,6 @@ using test_support::toy_proposer;
 using test_support::toy_step;
 using tokens = std::vector<token_id>;
 using span_t = std::span<const token_id>;
-
 
 inline const tokens prompt{0};
 

@@ -23,7 +23,7 @@
 #include <itscale/search.hpp>
 
 #include "instrumented_source.hpp"
-#include "source_suite.hpp"
+#include <itscale/testing/source_suite.hpp>
 
 using itscale::token_id;
 using tokens = std::vector<token_id>;
@@ -206,16 +206,16 @@ const tokens prompt_b = {4, 9};
 
 TEST_CASE("combinators: ensemble_source passes the LogitSource concept suite") {
   SUBCASE("product of experts, owned members") {
-    itscale_test::check_logit_source([] { return itscale::make_ensemble(hash_lm(V, 1), hash_lm(V, 2)); });
+    itscale::testing::check_logit_source([] { return itscale::make_ensemble(hash_lm(V, 1), hash_lm(V, 2)); });
   }
   SUBCASE("mixture, three members, unequal and zero weights") {
-    itscale_test::check_logit_source([] {
+    itscale::testing::check_logit_source([] {
       return itscale::make_ensemble({.mode = itscale::ensemble_mode::mixture, .weights = {3, 0, 1}}, hash_lm(V, 1),
                                     hash_lm(V, 2), hash_lm(V, 3));
     });
   }
   SUBCASE("a hash LM and a function source") {
-    itscale_test::check_logit_source([] {
+    itscale::testing::check_logit_source([] {
       return itscale::make_ensemble(hash_lm(V, 5), itscale::from_function(V, [](std::span<const token_id> p) {
                                       std::vector<float> r(V);
                                       for (std::size_t t = 0; t < V; ++t)
@@ -227,8 +227,8 @@ TEST_CASE("combinators: ensemble_source passes the LogitSource concept suite") {
 }
 
 TEST_CASE("combinators: contrastive_source passes the LogitSource concept suite") {
-  itscale_test::check_logit_source([] { return itscale::make_contrastive(hash_lm(V, 1), hash_lm(V, 2)); });
-  itscale_test::check_logit_source(
+  itscale::testing::check_logit_source([] { return itscale::make_contrastive(hash_lm(V, 1), hash_lm(V, 2)); });
+  itscale::testing::check_logit_source(
       [] { return itscale::make_contrastive(hash_lm(V, 3), hash_lm(V, 4), {.alpha = 0.5, .beta = 0.0}); });
 }
 
@@ -272,7 +272,7 @@ class split_after_prompt {
 
 TEST_CASE("combinators: cfg_source passes the LogitSource concept suite") {
   const auto suite = [](double gamma, tokens uncond) {
-    itscale_test::check_logit_source([&] {
+    itscale::testing::check_logit_source([&] {
       return split_after_prompt(itscale::make_cfg(hash_lm(V, 1), {.gamma = gamma, .unconditional_prompt = uncond}));
     });
   };
@@ -282,7 +282,7 @@ TEST_CASE("combinators: cfg_source passes the LogitSource concept suite") {
 }
 
 TEST_CASE("combinators: nested combinators pass the LogitSource concept suite") {
-  itscale_test::check_logit_source([] {
+  itscale::testing::check_logit_source([] {
     return split_after_prompt(
         itscale::make_ensemble(itscale::make_contrastive(hash_lm(V, 1), hash_lm(V, 2), {.alpha = 0.3}),
                                itscale::make_cfg(hash_lm(V, 3), {.gamma = 2.0, .unconditional_prompt = {0}})));

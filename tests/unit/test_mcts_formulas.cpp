@@ -5,12 +5,17 @@
 
 #include <cmath>
 #include <cstdint>
+#include <itscale/steps/step_proposer.hpp>
+#include <itscale/steps/verifier.hpp>
+#include <itscale/tree/dirichlet.hpp>
+#include <itscale/tree/mcts.hpp>
+#include <itscale/tree/selection.hpp>
 #include <limits>
 #include <set>
 #include <vector>
 
-#include <itscale/tree/dirichlet.hpp>
-#include <itscale/tree/selection.hpp>
+// mcts needs nothing beyond the two concepts: it instantiates on their archetypes.
+template class itscale::mcts<itscale::step_proposer_archetype, itscale::verifier_archetype>;
 
 TEST_CASE("PUCT: AlphaZero's c(s) and score, by hand") {
   // c_base = 10, N = 9: c(s) = ln((1 + 9 + 10) / 10) + c_init = ln 2 + 1 = 1.6931471805599453.
@@ -98,4 +103,15 @@ TEST_CASE("Dirichlet draws: on the simplex, component means 1/K, earlier compone
   }
   // Var of a Dir(0.5 x 4) component: (1/4)(3/4)/(2 + 1) = 1/16; standard error sqrt(1/16/n) = 0.0018.
   for (double m : mean) CHECK(std::abs(m - 0.25) < 0.01);
+}
+
+TEST_CASE("mcts over the concept archetypes: every node a single terminal step") {
+  itscale::step_proposer_archetype p;
+  itscale::verifier_archetype v;
+  const std::vector<itscale::token_id> prompt{1, 2};
+  const auto r = itscale::mcts_search(p, v, prompt, {.simulations = 5, .leaves_per_round = 2, .max_live_handles = 2});
+  CHECK(r.simulations == 5);
+  REQUIRE(r.sequences.size() == 1);
+  CHECK(r.sequences[0].tokens == std::vector<itscale::token_id>{0});
+  CHECK(r.nodes == 2);
 }

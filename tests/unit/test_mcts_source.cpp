@@ -7,15 +7,14 @@
 
 #include <algorithm>
 #include <cmath>
-#include <map>
-#include <string>
-#include <vector>
-
 #include <itscale/backends/function_source.hpp>
 #include <itscale/backends/hash_lm.hpp>
 #include <itscale/decode/generate.hpp>
 #include <itscale/steps/sampling_proposer.hpp>
 #include <itscale/tree/mcts.hpp>
+#include <map>
+#include <string>
+#include <vector>
 
 #include "instrumented_source.hpp"
 
@@ -53,12 +52,18 @@ auto trap_source() {
       row[letter(x)] = static_cast<float>(std::log(p));
       row[letter(y)] = static_cast<float>(std::log(q));
     };
-    if (path.empty()) set(1, 0.9, 2, 0.1);
-    else if (path == tokens{1}) set(3, 0.8, 4, 0.2);
-    else if (path == tokens{1, 3} || path == tokens{1, 4}) set(5, 0.6, 6, 0.4);
-    else if (path == tokens{2}) set(7, 0.7, 8, 0.3);
-    else if (path == tokens{2, 7}) set(9, 0.6, 12, 0.4);
-    else set(11, 0.5, 10, 0.5);
+    if (path.empty())
+      set(1, 0.9, 2, 0.1);
+    else if (path == tokens{1})
+      set(3, 0.8, 4, 0.2);
+    else if (path == tokens{1, 3} || path == tokens{1, 4})
+      set(5, 0.6, 6, 0.4);
+    else if (path == tokens{2})
+      set(7, 0.7, 8, 0.3);
+    else if (path == tokens{2, 7})
+      set(9, 0.6, 12, 0.4);
+    else
+      set(11, 0.5, 10, 0.5);
   });
 }
 
@@ -69,7 +74,10 @@ double trap_reward(span_t, span_t seq, bool complete) {
 }
 
 itscale::sampling_proposer_options trap_steps(std::uint64_t seed) {
-  return {.sampling = {.do_sample = true, .seed = seed}, .delimiters = {{semi}}, .eos_token_id = {eos}, .max_step_tokens = 4};
+  return {.sampling = {.do_sample = true, .seed = seed},
+          .delimiters = {{semi}},
+          .eos_token_id = {eos},
+          .max_step_tokens = 4};
 }
 
 // A hash LM with steps: vocabulary 8, ';' = 3 ends a step of at most 4 tokens; a sequence ends at
@@ -99,7 +107,7 @@ TEST_CASE("trap on a synthetic source: greedy decoding ends at reward 0, MCTS ch
     CHECK(trap_reward(prompt, g[0].tokens, true) == 0.0);
   }
   auto v = itscale::make_verifier("trap", {0, 1}, trap_reward);
-  // Budgets: 160 simulations at B = 1 and B = 4 (toy version: chosen at 94 and 118); 32 samples
+  // Budget: 160 simulations at B = 1 and B = 4 (toy version: chosen at 94 for both); 32 samples
   // per expansion so that every step, even the 0.1 one, is proposed (the trap is about priors).
   for (std::size_t B : {1u, 4u}) {
     CAPTURE(B);
@@ -130,8 +138,11 @@ TEST_CASE("handle budget over a source: re-prefills instead of live handles, the
       {
         itscale::sampling_proposer prop(src, hash_steps(3));
         itscale::mcts m(prop, v, tokens{1, 5},
-                        {.simulations = 60, .leaves_per_round = B, .samples_per_expansion = 3,
-                         .widening = {.c = 1.5, .alpha = 0.5}, .max_live_handles = limit});
+                        {.simulations = 60,
+                         .leaves_per_round = B,
+                         .samples_per_expansion = 3,
+                         .widening = {.c = 1.5, .alpha = 0.5},
+                         .max_live_handles = limit});
         r = m.search();
         fp = m.to_json();
         for (const auto& g : r.sequences) fp += "|" + std::to_string(g.score);
@@ -154,8 +165,12 @@ TEST_CASE("handle budget over a source: re-prefills instead of live handles, the
 
 TEST_CASE("a source throwing at call k leaves no live handle, for every k") {
   for (auto eval : {itscale::mcts_evaluation::verifier, itscale::mcts_evaluation::mixed}) {
-    const itscale::mcts_options o{.simulations = 24, .leaves_per_round = 3, .samples_per_expansion = 2,
-                                  .widening = {.c = 1, .alpha = 0.5}, .evaluation = eval, .max_rollout_steps = 3,
+    const itscale::mcts_options o{.simulations = 24,
+                                  .leaves_per_round = 3,
+                                  .samples_per_expansion = 2,
+                                  .widening = {.c = 1, .alpha = 0.5},
+                                  .evaluation = eval,
+                                  .max_rollout_steps = 3,
                                   .max_live_handles = 4};
     std::size_t calls = 0;
     {

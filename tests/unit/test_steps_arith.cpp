@@ -1,7 +1,7 @@
-// Chain arithmetic on the real arith-1750 checkpoint (shared/models/README.md): the task header
+// Chain arithmetic on the real arith-1750 checkpoint (tests/data/models/README.md): the task header
 // (generator, prompt encoding, calculator verifier, answer extraction), greedy against the README's
 // sample completions, and verifier-guided step search against greedy on a fixed problem set.
-// Without the checkpoints each model case says it was skipped.
+// The checkpoints are read from ITSCALE_DATA_DIR/models; a missing one fails.
 
 #include <doctest/doctest.h>
 
@@ -24,12 +24,13 @@ namespace {
 namespace fs = std::filesystem;
 using itscale::token_id;
 
-const fs::path models_dir = fs::path(ITSCALE_SHARED_DIR) / "models";
+const fs::path models_dir = fs::path(ITSCALE_DATA_DIR) / "models";
 
 bool have(const char* file) {
-  const bool ok = fs::exists(models_dir / file) && fs::exists(models_dir / "arith-tok.bin");
-  if (!ok) MESSAGE("skipped: " << (models_dir / file).string() << " or arith-tok.bin not found");
-  return ok;
+  // The checkpoints are in the repository (tests/data/models): a missing one is a failure.
+  REQUIRE_MESSAGE(fs::exists(models_dir / file), (models_dir / file).string() << " not found");
+  REQUIRE_MESSAGE(fs::exists(models_dir / "arith-tok.bin"), "arith-tok.bin not found");
+  return true;
 }
 
 struct arith_setup {
@@ -128,7 +129,7 @@ TEST_CASE("arith task: generator rules, prompts, the calculator verifier and ans
     CHECK(arith::problem::parse(ps[i].prompt())->prompt() == ps[i].prompt());
   }
   CHECK((small > 150 && small < 370));  // about 15 % of 1750 operands
-  if (!fs::exists(models_dir / "arith-tok.bin")) return;
+  REQUIRE(fs::exists(models_dir / "arith-tok.bin"));
   // Prompt encoding: BOS, the dummy space, one token per character; the verifier reads it back.
   const auto tok = itscale::llama2c_tokenizer::load(models_dir / "arith-tok.bin");
   const auto ids = arith::encode_prompt(tok, "37+45=");

@@ -10,14 +10,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <itscale/core/rng.hpp>
+#include <itscale/steps/step_proposer.hpp>
 #include <limits>
 #include <span>
 #include <stdexcept>
 #include <utility>
 #include <vector>
-
-#include <itscale/core/rng.hpp>
-#include <itscale/steps/step_proposer.hpp>
 
 namespace test_support {
 
@@ -147,7 +146,7 @@ class toy_proposer {
   std::size_t throw_on_call = std::numeric_limits<std::size_t>::max();  // 0-based root/propose/restore count
   bool reverse_batches = false;
   bool enumerate = false;  // sample k of a node is its k-th step (mod the number of steps) instead of a draw
-  std::vector<std::ptrdiff_t> live_at_call;         // `live` when each propose call came in
+  std::vector<std::ptrdiff_t> live_at_call;  // `live` when each propose call came in
   std::size_t calls = 0, restores = 0;
   std::ptrdiff_t live = 0, peak_live = 0;
   std::vector<std::vector<std::uint32_t>> batches;  // item ids of each propose call

@@ -32,7 +32,8 @@ namespace detail {
   double log_g = 0;
   for (std::uint32_t attempt = 0;; ++attempt) {
     const auto r = rng.bits(step, attempt);
-    const double x = std::sqrt(-2.0 * std::log(open_uniform(r[0]))) * std::cos(2.0 * std::numbers::pi * open_uniform(r[1]));
+    const double x =
+        std::sqrt(-2.0 * std::log(open_uniform(r[0]))) * std::cos(2.0 * std::numbers::pi * open_uniform(r[1]));
     const double t = 1.0 + c * x;
     if (t <= 0) continue;
     const double v = t * t * t;

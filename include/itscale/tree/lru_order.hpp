@@ -66,8 +66,14 @@ class lru_order {
  private:
   void unlink(std::uint32_t id) noexcept {
     const std::uint32_t p = prev_[id], n = next_[id];
-    if (p != none) next_[p] = n; else head_ = n;
-    if (n != none) prev_[n] = p; else tail_ = p;
+    if (p != none)
+      next_[p] = n;
+    else
+      head_ = n;
+    if (n != none)
+      prev_[n] = p;
+    else
+      tail_ = p;
     in_[id] = 0;
     --size_;
   }

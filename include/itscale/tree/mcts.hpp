@@ -16,12 +16,12 @@
 ///   prior, then to the earlier child.
 /// - **Expansion and progressive widening.** A node is expanded on the visit after the one that
 ///   evaluated it: the proposer draws `samples_per_expansion` samples from it (identical steps
-///   merged, with their counts), or more if the widening limit allows more new children. With widening, a node visited N times may have
-///   max(1, ceil(c·N^alpha)) children: distinct steps beyond that wait, in proposal order, and are
-///   admitted as N grows; when none wait, the node is asked for more samples, continuing its
-///   random streams (`propose_item::drawn`), and the simulation goes on to a new child. A node
-///   whose last `widening.patience` expansions brought no new step (only duplicates) is
-///   exhausted.
+///   merged, with their counts), or more if the widening limit allows more new children. With
+///   widening, a node visited N times may have max(1, ceil(c·N^alpha)) children: distinct steps
+///   beyond that wait, in proposal order, and are admitted as N grows; when none wait, the node
+///   is asked for more samples, continuing its random streams (`propose_item::drawn`), and the
+///   simulation goes on to a new child. A node whose last `widening.patience` expansions brought
+///   no new step (only duplicates) is exhausted.
 /// - **Evaluation.** A new leaf is scored by the verifier as a partial sequence (a process
 ///   verifier), or by a rollout (the proposer applied repeatedly from the leaf, keeping the most
 ///   likely of `rollout_samples` samples each step, until a terminal step) scored as a complete
@@ -37,8 +37,10 @@
 ///   expanded stops the first path that reaches it; later paths pass through to its existing
 ///   children (or join it if it has none). The round's expansions go to the proposer in one batch,
 ///   after which each stopped path steps to a new child, and the round's leaves go to the verifier
-///   in one call. (Only a path whose node's expansion brought no new step walks on and may need
-///   another batch in the same round; rollouts cost one batch per rollout step.)
+///   in one call. A path that ends at a leaf an earlier path of the round took (a collision) only
+///   gives its virtual loss back: it is neither backed up nor counted as a simulation. (Only a
+///   path whose node's expansion brought no new step walks on and may need another batch in the
+///   same round; rollouts cost one batch per rollout step.)
 ///
 /// **Determinism.** A node's random streams are keyed by its path from the root (`child_key` of
 /// its parent's key and its proposal index), not by creation order. So, for a proposer whose
@@ -131,35 +133,36 @@ struct mcts_options {
   std::size_t leaves_per_round = 1;       ///< B: leaves selected (with virtual loss) and evaluated together (>= 1)
   std::size_t samples_per_expansion = 4;  ///< samples per expansion, at least (widening may ask for more) (>= 1)
   mcts_selection selection = mcts_selection::puct;
-  double c_init = 1.25;                   ///< PUCT (>= 0)
-  double c_base = 19652;                  ///< PUCT (> 0)
-  double c_uct = std::numbers::sqrt2;     ///< UCT (>= 0)
+  double c_init = 1.25;                ///< PUCT (>= 0)
+  double c_base = 19652;               ///< PUCT (> 0)
+  double c_uct = std::numbers::sqrt2;  ///< UCT (>= 0)
   mcts_prior prior = mcts_prior::logprob;
-  double prior_temperature = 1;           ///< > 0
+  double prior_temperature = 1;  ///< > 0
   /// Q of an unvisited child: max(0, Q(parent) - fpu_reduction) (first-play urgency), in [0, 1].
   double fpu_reduction = 0;
   mcts_widening widening = {};
   mcts_dirichlet dirichlet = {};
   mcts_evaluation evaluation = mcts_evaluation::verifier;
-  double mix_lambda = 0.5;                ///< weight of the rollout in `mixed` (in [0, 1])
-  std::size_t rollout_samples = 1;        ///< samples per rollout step; the most likely is kept (>= 1)
-  std::size_t max_rollout_steps = 64;     ///< a rollout not finished by then is scored as partial (>= 1)
-  bool cache_terminal_values = true;      ///< score a terminal node once (off: at every visit, for noisy verifiers)
+  double mix_lambda = 0.5;             ///< weight of the rollout in `mixed` (in [0, 1])
+  std::size_t rollout_samples = 1;     ///< samples per rollout step; the most likely is kept (>= 1)
+  std::size_t max_rollout_steps = 64;  ///< a rollout not finished by then is scored as partial (>= 1)
+  bool cache_terminal_values = true;   ///< score a terminal node once (off: at every visit, for noisy verifiers)
   mcts_backup backup = mcts_backup::mean;
-  double virtual_loss = 1;                ///< virtual visits (of value 0) per path in flight (>= 0)
-  std::size_t max_steps = 0;              ///< nodes this many steps below the first root are terminal (0: no limit)
-  std::size_t max_live_handles = 0;       ///< 0: unbounded; else >= leaves_per_round (see the file comment)
+  double virtual_loss = 1;           ///< virtual visits (of value 0) per path in flight (>= 0)
+  std::size_t max_steps = 0;         ///< nodes this many steps below the first root are terminal (0: no limit)
+  std::size_t max_live_handles = 0;  ///< 0: unbounded; else >= leaves_per_round (see the file comment)
   mcts_choice choice = mcts_choice::visits;
-  double choice_temperature = 1;          ///< for `sampled` (> 0)
-  std::size_t num_return_sequences = 1;   ///< paths through the best root children, best first (>= 1)
-  std::uint64_t seed = 0;                 ///< Dirichlet noise and sampled choices (the proposer has its own)
-  std::uint32_t stream = 0;               ///< the root's stream key (give concurrent searches different ones)
+  double choice_temperature = 1;         ///< for `sampled` (> 0)
+  std::size_t num_return_sequences = 1;  ///< paths through the best root children, best first (>= 1)
+  std::uint64_t seed = 0;                ///< Dirichlet noise and sampled choices (the proposer has its own)
+  std::uint32_t stream = 0;              ///< the root's stream key (give concurrent searches different ones)
   compute_budget budget = {};
 
   void validate() const {
     const auto fail = [](const std::string& what) { throw invalid_option("itscale: mcts_options." + what); };
     const auto finite_ge = [&](double v, double lo, const char* name) {
-      if (!(v >= lo) || !std::isfinite(v)) fail(std::string(name) + " must be finite and >= " + detail::num(lo) + ", got " + detail::num(v));
+      if (!(v >= lo) || !std::isfinite(v))
+        fail(std::string(name) + " must be finite and >= " + detail::num(lo) + ", got " + detail::num(v));
     };
     const auto unit = [&](double v, const char* name) {
       if (!(v >= 0 && v <= 1)) fail(std::string(name) + " must be in [0, 1], got " + detail::num(v));
@@ -204,17 +207,18 @@ struct mcts_result {
   /// `stop` is the terminal step's reason, or `budget` / `cancelled` for a path that ends at the
   /// frontier. Per-token log-probs are not kept (`logprobs` is empty).
   std::vector<generation> sequences;
-  std::vector<std::uint32_t> path;   ///< node ids of `sequences[0]` from the root (root included)
-  std::uint32_t chosen = no_node;    ///< the root child `sequences[0]` goes through (for `commit`)
-  compute_stats compute;             ///< source work (the proposer's, during this search) and verifier work
+  std::vector<std::uint32_t> path;  ///< node ids of `sequences[0]` from the root (root included)
+  std::uint32_t chosen = no_node;   ///< the root child `sequences[0]` goes through (for `commit`)
+  compute_stats compute;            ///< source work (the proposer's, during this search) and verifier work
   run_status status = run_status::completed;
-  std::uint64_t simulations = 0;     ///< completed simulations of this search
+  std::uint64_t simulations = 0;  ///< completed simulations of this search (collisions excluded)
+  std::uint64_t collisions = 0;   ///< paths of a round that reached a leaf an earlier path of the round took
   std::uint64_t rounds = 0;
-  std::uint64_t expansions = 0;      ///< nodes sent to the proposer for children
+  std::uint64_t expansions = 0;  ///< nodes sent to the proposer for children
   std::uint64_t rollouts = 0;
-  std::uint64_t restores = 0;        ///< states rebuilt after the handle budget took them
+  std::uint64_t restores = 0;           ///< states rebuilt after the handle budget took them
   std::uint64_t peak_tree_handles = 0;  ///< most live states the tree held at once (rollouts included)
-  std::uint64_t nodes = 0;           ///< nodes in the tree at the end
+  std::uint64_t nodes = 0;              ///< nodes in the tree at the end
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -280,8 +284,7 @@ class mcts {
             break;
           }
           const std::size_t k = std::min<std::size_t>(opts_.leaves_per_round, opts_.simulations - sims);
-          round(k);
-          sims += k;
+          sims += round(k);
           ++res.rounds;
         }
       }
@@ -361,9 +364,7 @@ class mcts {
   [[nodiscard]] mcts_options& options() noexcept { return opts_; }
   [[nodiscard]] const mcts_options& options() const noexcept { return opts_; }
 
-  [[nodiscard]] std::string to_json(const tree_export_options& o = {}) const {
-    return tree_to_json(nodes(), root_, o);
-  }
+  [[nodiscard]] std::string to_json(const tree_export_options& o = {}) const { return tree_to_json(nodes(), root_, o); }
   [[nodiscard]] std::string to_dot(const tree_export_options& o = {}) const { return tree_to_dot(nodes(), root_, o); }
 
   /// The tokens after the prompt that lead to node `x` (committed steps included).
@@ -380,7 +381,8 @@ class mcts {
 
   // --- one round: select B paths, expand what they wait on, evaluate the leaves, back up -------
 
-  void round(std::size_t k) {
+  // Returns the simulations completed: the paths whose leaf no earlier path of the round took.
+  std::size_t round(std::size_t k) {
     if (paths_.size() < k) paths_.resize(k);
     ends_.assign(k, path_end::leaf);
     for (std::size_t b = 0; b < k; ++b) {
@@ -397,7 +399,7 @@ class mcts {
     for (std::uint32_t x : expanded_) queued_[x] = 0;
     expanded_.clear();
     evaluate(k);
-    backup(k);
+    return backup(k);
   }
 
   // Walks path b down from its last node until a leaf (an unevaluated node, or a terminal one) or
@@ -472,7 +474,8 @@ class mcts {
     const double coef = puct ? puct_coefficient(n_parent, opts_.c_init, opts_.c_base) * std::sqrt(n_parent) : 0.0;
     std::uint32_t best = s.children.front();
     double best_score = -std::numeric_limits<double>::infinity(), best_prior = -1;
-    if (fresh) fresh = std::any_of(s.children.begin(), s.children.end(), [&](std::uint32_t c) { return nodes_[c].visits == 0; });
+    if (fresh)
+      fresh = std::any_of(s.children.begin(), s.children.end(), [&](std::uint32_t c) { return nodes_[c].visits == 0; });
     for (std::uint32_t c : s.children) {
       const node& k = nodes_[c];
       if (fresh && k.visits != 0) continue;
@@ -510,7 +513,8 @@ class mcts {
         total += w;
       }
     }
-    for (std::uint32_t c : s.children) nodes_[c].prior = nodes_[c].prior_raw = total > 0 ? nodes_[c].prior_raw / total : 1.0 / static_cast<double>(k);
+    for (std::uint32_t c : s.children)
+      nodes_[c].prior = nodes_[c].prior_raw = total > 0 ? nodes_[c].prior_raw / total : 1.0 / static_cast<double>(k);
     if (x == root_ && opts_.dirichlet.weight > 0) {
       noise_.resize(k);
       const counter_rng rng(opts_.seed, std::uint64_t{0xD1D1D1D1u} << 32 | s.key);
@@ -554,7 +558,8 @@ class mcts {
     for (const auto& l : got.lists) total += l.size();
     // Node pushes below must not throw: room first (geometric, or the arena would be copied on
     // every expansion).
-    if (nodes_.capacity() < nodes_.size() + total) nodes_.reserve(std::max(nodes_.size() + total, 2 * nodes_.capacity()));
+    if (nodes_.capacity() < nodes_.size() + total)
+      nodes_.reserve(std::max(nodes_.size() + total, 2 * nodes_.capacity()));
     grow_scratch(nodes_.size() + total);
     res_->expansions += batch.size();
     for (std::size_t i = 0; i < batch.size(); ++i) adopt(batch[i], got.lists[i], items_[i].samples);
@@ -582,7 +587,8 @@ class mcts {
       }
       node k;
       k.parent = x;
-      k.key = child_key(nodes_[x].key, static_cast<std::uint32_t>(nodes_[x].children.size() + nodes_[x].pending.size()));
+      k.key =
+          child_key(nodes_[x].key, static_cast<std::uint32_t>(nodes_[x].children.size() + nodes_[x].pending.size()));
       k.depth = nodes_[x].depth + 1;
       k.step = std::move(c.tokens);
       k.logprob = c.logprob;
@@ -598,8 +604,10 @@ class mcts {
       const auto id = static_cast<std::uint32_t>(nodes_.size());
       nodes_.push_back(std::move(k));
       nodes_[x].pending.push_back(id);
-      if (nodes_[id].terminal) drop(nodes_[id].state);  // never expanded: its handle is not needed
-      else note_live(id);
+      if (nodes_[id].terminal)
+        drop(nodes_[id].state);  // never expanded: its handle is not needed
+      else
+        note_live(id);
       ++fresh;
     }
     node& s = nodes_[x];
@@ -607,7 +615,7 @@ class mcts {
     if (opts_.widening.c == 0 || s.misses >= opts_.widening.patience) s.exhausted = true;
     admit(x);
     if (opts_.prior == mcts_prior::count) update_priors(x);  // duplicates changed counts
-    if (s.exhausted) drop_state(x);  // never asked again
+    if (s.exhausted) drop_state(x);                          // never asked again
   }
 
   // Proposes for `items_`. Ids of one batch must be distinct; two different nodes can share a
@@ -618,7 +626,8 @@ class mcts {
     for (const auto& it : all) ids_.push_back(it.id);
     std::sort(ids_.begin(), ids_.end());
     if (std::adjacent_find(ids_.begin(), ids_.end()) == ids_.end()) return p_.propose(all, n);
-    candidate_guard done(*this, std::vector<std::vector<step_candidate<state>>>(all.size()));  // earlier parts, if a later one throws
+    candidate_guard done(
+        *this, std::vector<std::vector<step_candidate<state>>>(all.size()));  // earlier parts, if a later one throws
     std::vector<std::uint8_t> sent(all.size(), 0);
     for (std::size_t left = all.size(); left > 0;) {
       std::vector<propose_item<state>> part;
@@ -635,7 +644,8 @@ class mcts {
       if (got.lists.size() != part.size())
         throw search_error("itscale: mcts: the proposer returned " + std::to_string(got.lists.size()) +
                            " candidate lists for a batch of " + std::to_string(part.size()));
-      for (std::size_t j = 0; j < where.size() && j < got.lists.size(); ++j) done.lists[where[j]] = std::move(got.lists[j]);
+      for (std::size_t j = 0; j < where.size() && j < got.lists.size(); ++j)
+        done.lists[where[j]] = std::move(got.lists[j]);
       left -= where.size();
     }
     std::vector<std::vector<step_candidate<state>>> out = std::move(done.lists);
@@ -657,10 +667,16 @@ class mcts {
     const bool process = opts_.evaluation != mcts_evaluation::rollout;
     const bool rollout = opts_.evaluation != mcts_evaluation::verifier;
     // The round's distinct leaves, in path order, and what each needs.
+    // A path whose leaf an earlier path of the round took is a collision: it adds no information,
+    // so it is not backed up (see `backup`).
     leaves_.clear();
+    collided_.assign(k, 0);
     for (std::size_t b = 0; b < k; ++b) {
       const std::uint32_t x = paths_[b].back();
-      if (queued_[x] == 2) continue;
+      if (queued_[x] == 2) {
+        collided_[b] = 1;
+        continue;
+      }
       queued_[x] = 2;
       leaves_.push_back(x);
     }
@@ -713,17 +729,20 @@ class mcts {
     }
     for (std::size_t i = 0; i < slots.size(); ++i) {
       const double v = unit(scores[i]);
-      if (slots[i].kind == 2) leaf_rollout_[runs[slots[i].leaf].leaf] = v;
-      else if (slots[i].kind == 1) nodes_[slots[i].leaf].value = v;
-      else leaf_process_[slots[i].leaf] = v;
+      if (slots[i].kind == 2)
+        leaf_rollout_[runs[slots[i].leaf].leaf] = v;
+      else if (slots[i].kind == 1)
+        nodes_[slots[i].leaf].value = v;
+      else
+        leaf_process_[slots[i].leaf] = v;
     }
     for (std::uint32_t x : leaves_) {
       node& n = nodes_[x];
       if (n.terminal) continue;
-      n.value = opts_.evaluation == mcts_evaluation::verifier  ? leaf_process_[x]
-                : opts_.evaluation == mcts_evaluation::rollout ? leaf_rollout_[x]
-                                                               : (1 - opts_.mix_lambda) * leaf_process_[x] +
-                                                                     opts_.mix_lambda * leaf_rollout_[x];
+      n.value = opts_.evaluation == mcts_evaluation::verifier ? leaf_process_[x]
+                : opts_.evaluation == mcts_evaluation::rollout
+                    ? leaf_rollout_[x]
+                    : (1 - opts_.mix_lambda) * leaf_process_[x] + opts_.mix_lambda * leaf_rollout_[x];
     }
   }
 
@@ -803,8 +822,17 @@ class mcts {
 
   // --- backup -----------------------------------------------------------------------------------
 
-  void backup(std::size_t k) noexcept {
+  // Backs up each path's leaf value; a collided path only gives its virtual loss back. Returns
+  // the simulations completed.
+  std::size_t backup(std::size_t k) noexcept {
+    std::size_t done = 0;
     for (std::size_t b = 0; b < k; ++b) {
+      if (collided_[b] != 0) {
+        for (std::uint32_t x : paths_[b]) --nodes_[x].in_flight;
+        ++res_->collisions;
+        continue;
+      }
+      ++done;
       const double v = nodes_[paths_[b].back()].value;
       for (std::uint32_t x : paths_[b]) {
         node& n = nodes_[x];
@@ -814,6 +842,7 @@ class mcts {
         n.value_max = std::max(n.value_max, v);
       }
     }
+    return done;
   }
 
   // --- the final choice -------------------------------------------------------------------------
@@ -833,7 +862,8 @@ class mcts {
       double key = 0;
       if (opts_.choice == mcts_choice::sampled) {
         // Gumbel-top-k: ranking by log(N)/tau + Gumbel samples without replacement, prop. to N^(1/tau).
-        const double u = detail::open_uniform(rng.bits(static_cast<std::uint32_t>(searches_), static_cast<std::uint32_t>(i))[0]);
+        const double u =
+            detail::open_uniform(rng.bits(static_cast<std::uint32_t>(searches_), static_cast<std::uint32_t>(i))[0]);
         key = std::log(static_cast<double>(nodes_[c].visits)) / opts_.choice_temperature - std::log(-std::log(u));
       }
       es.push_back({c, key});
@@ -875,9 +905,9 @@ class mcts {
       }
       const node& last = nodes_[path.back()];
       g.score = q_of(last);
-      g.stop = last.terminal ? last.stop
+      g.stop = last.terminal                         ? last.stop
                : res.status == run_status::cancelled ? stop_reason::cancelled
-                                                      : stop_reason::budget;
+                                                     : stop_reason::budget;
       if (rank == 0) res.path = path;
       res.sequences.push_back(std::move(g));
     };
@@ -929,7 +959,7 @@ class mcts {
   }
 
   void note_live(std::uint32_t x) {
-    if (!p_.is_live(std::as_const(nodes_[x].state))) return;
+    if (!p_.is_live(std::as_const(nodes_[x].state)) || lru_.contains(x)) return;
     ++live_;
     lru_.touch(x);
     note_peak();
@@ -940,12 +970,14 @@ class mcts {
     if (opts_.max_live_handles != 0 && lru_.contains(x)) lru_.touch(x);
   }
 
+  // The LRU list holds exactly the node states counted in live_ (robust to a proposer whose
+  // is_live stays true after drop).
   void drop_state(std::uint32_t x) noexcept {
-    if (p_.is_live(std::as_const(nodes_[x].state))) {
-      p_.drop(nodes_[x].state);
+    if (lru_.contains(x)) {
+      lru_.remove(x);
       --live_;
     }
-    lru_.remove(x);
+    if (p_.is_live(std::as_const(nodes_[x].state))) p_.drop(nodes_[x].state);
   }
   void drop(state& s) noexcept {
     if (p_.is_live(std::as_const(s))) p_.drop(s);
@@ -1006,7 +1038,8 @@ class mcts {
     out.assign(committed_.begin(), committed_.end());
     const std::size_t base = out.size();
     std::uint32_t d = 0;
-    for (std::uint32_t y = x; y != root_ && y != no_node; y = nodes_[y].parent) d += static_cast<std::uint32_t>(nodes_[y].step.size());
+    for (std::uint32_t y = x; y != root_ && y != no_node; y = nodes_[y].parent)
+      d += static_cast<std::uint32_t>(nodes_[y].step.size());
     out.resize(base + d);
     std::size_t end = out.size();
     for (std::uint32_t y = x; y != root_ && y != no_node; y = nodes_[y].parent) {
@@ -1060,7 +1093,7 @@ class mcts {
   std::vector<path_end> ends_;
   std::vector<std::uint32_t> to_expand_, expanded_;
   std::vector<std::uint32_t> leaves_;
-  std::vector<std::uint8_t> queued_, pinned_;
+  std::vector<std::uint8_t> queued_, pinned_, collided_;
   std::vector<double> leaf_process_, leaf_rollout_;
   std::vector<propose_item<state>> items_;
   std::vector<std::uint32_t> ids_;

@@ -65,7 +65,7 @@ void method(benchmark::State& state, const arith::method_def* m) {
   auto& d = data();
   const arith::method_settings settings;
   arith::worker w(settings, d.tok, d.model, d.amateur, d.reference);
-  const std::size_t n = *m->budget_meaning ? 16 : 1;
+  const std::size_t n = m->has_width ? 16 : 1;
   itscale::compute_stats total;
   std::size_t correct = 0, runs = 0;
   for (auto _ : state) {
@@ -138,7 +138,7 @@ void llama2c_extend(benchmark::State& state) {
 
 int main(int argc, char** argv) {
   for (const auto& m : arith::methods)
-    benchmark::RegisterBenchmark(("scaling/method:" + std::string(m.name) + "/N:" + (*m.budget_meaning ? "16" : "1")).c_str(),
+    benchmark::RegisterBenchmark(("scaling/method:" + std::string(m.name) + "/N:" + (m.has_width ? "16" : "1")).c_str(),
                                  method, &m)
         ->Unit(benchmark::kMillisecond)
         ->Iterations(1);

@@ -98,7 +98,8 @@ using method_fn = outcome (*)(const task&, std::size_t budget, worker&);
 /// A method of the table: its name, what its budget means, and whether it has a width at all.
 struct method_def {
   const char* name;
-  const char* budget_meaning;  // "" for width-less methods (run at budget 1 only)
+  bool has_width;              // false: runs at budget 1 only
+  const char* budget_meaning;  // what N is (or what the method does, without a width)
   method_fn run;
 };
 
@@ -295,18 +296,18 @@ inline outcome run_contrastive(const task& t, std::size_t, worker& w) {
 }
 
 inline const method_def methods[] = {
-    {"greedy", "", run_greedy},
-    {"beam", "beam search with N beams", run_beam},
-    {"majority", "N samples, majority vote (self-consistency)", run_majority},
-    {"weighted_vote", "N samples, votes weighted by exp(mean token log-prob)", run_weighted_vote},
-    {"adaptive", "at most N samples, drawn until the Beta criterion is 95 % sure of the vote", run_adaptive},
-    {"best_of_n", "N samples, the calculator's best (first on ties)", run_best_of_n},
-    {"weighted_best_of_n", "N samples, the calculator's scores summed per answer", run_weighted_best_of_n},
-    {"step_beam", "N candidate steps per round, the best N/M kept, each expanded M = gcd(N, 4) times", run_step_beam},
-    {"dvts", "N/M independent subtrees (M = gcd(N, 4)), each keeping its best of M per round", run_dvts},
-    {"rebase", "REBASE with width N (expansions per depth by softmax(score / 0.1))", run_rebase},
-    {"mcts", "N simulations per step (PUCT, 4 samples per expansion, B = min(N, 4)), then commit", run_mcts},
-    {"contrastive", "", run_contrastive},
+    {"greedy", false, "greedy decoding", run_greedy},
+    {"beam", true, "beam search with N beams", run_beam},
+    {"majority", true, "N samples, majority vote (self-consistency)", run_majority},
+    {"weighted_vote", true, "N samples, votes weighted by exp(mean token log-prob)", run_weighted_vote},
+    {"adaptive", true, "at most N samples, drawn until the Beta criterion is 95 % sure of the vote", run_adaptive},
+    {"best_of_n", true, "N samples, the calculator's best (first on ties)", run_best_of_n},
+    {"weighted_best_of_n", true, "N samples, the calculator's scores summed per answer", run_weighted_best_of_n},
+    {"step_beam", true, "N candidate steps per round, the best N/M kept, each expanded M = gcd(N, 4) times", run_step_beam},
+    {"dvts", true, "N/M independent subtrees (M = gcd(N, 4)), each keeping its best of M per round", run_dvts},
+    {"rebase", true, "REBASE with width N (expansions per depth by softmax(score / 0.1))", run_rebase},
+    {"mcts", true, "N simulations per step (PUCT, 4 samples per expansion, B = min(N, 4)), then commit", run_mcts},
+    {"contrastive", false, "greedy on contrastive_source(model, amateur), alpha 0.5, beta 0.1", run_contrastive},
 };
 
 inline const method_def* find_method(std::string_view name) {

@@ -37,7 +37,7 @@ TEST_CASE("arith-1750 with the calculator verifier: MCTS solves clearly more pro
     const auto prompt = arith::encode_prompt(tok, p.prompt());
     const auto g = itscale::generate(model, std::span<const token_id>(prompt),
                                      {.stop = {.max_new_tokens = 90, .eos_token_id = {2}}});
-    greedy += arith::score_text(p, calc.text(g[0].tokens), true) == 1.0 ? 1 : 0;
+    greedy += arith::score_text(p, calc.text(g[0].tokens), true) == 1.0 ? 1u : 0u;
     greedy_tokens += g[0].tokens.size();
     // Steps sampled until ';' or EOS at temperature 1.0, 8 samples per expansion; PUCT with the
     // model's step priors; 8 leaves a round; the calculator scores partial sequences (process)
@@ -50,7 +50,7 @@ TEST_CASE("arith-1750 with the calculator verifier: MCTS solves clearly more pro
     const auto r = itscale::mcts_search(prop, calc, prompt,
                                         {.simulations = 64, .leaves_per_round = 8, .samples_per_expansion = 8});
     REQUIRE(!r.sequences.empty());
-    solved += arith::score_text(p, calc.text(r.sequences[0].tokens), true) == 1.0 ? 1 : 0;
+    solved += arith::score_text(p, calc.text(r.sequences[0].tokens), true) == 1.0 ? 1u : 0u;
     mcts_tokens += r.compute.generated_tokens();
   }
   CHECK(model.live_handles() == 0);

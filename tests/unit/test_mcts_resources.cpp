@@ -303,12 +303,13 @@ TEST_CASE("options: every broken rule is an invalid_option naming it") {
       {{.num_return_sequences = 0}, "num_return_sequences"},
       {{.budget = {.max_seconds = -1}}, "max_seconds"},
   };
-  for (const auto& [o, want] : bad) {
+  for (const auto& [o, want_] : bad) {
+    const auto& want = want_;  // clang 14: doctest's CAPTURE lambda cannot capture a binding
     CAPTURE(want);
     CHECK(msg(o).find(want) != std::string::npos);
   }
   CHECK(msg({}).empty());
-  CHECK_THROWS_AS(itscale::mcts_search(p, v, tokens{}), itscale::invalid_input);
+  CHECK_THROWS_AS((void)itscale::mcts_search(p, v, tokens{}), itscale::invalid_input);
   CHECK(p.live == 0);
 }
 

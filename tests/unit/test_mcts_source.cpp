@@ -45,12 +45,12 @@ auto trap_source() {
     std::fill(row.begin(), row.end(), itscale::masked_logit);
     const tokens path = letters_of(prefix);
     if (prefix.back() > semi) {  // after a letter: ';' or, at depth 3, EOS
-      row[path.size() == 3 ? eos : semi] = 0;
+      row[static_cast<std::size_t>(path.size() == 3 ? eos : semi)] = 0;
       return;
     }
     const auto set = [&](int x, double p, int y, double q) {
-      row[letter(x)] = static_cast<float>(std::log(p));
-      row[letter(y)] = static_cast<float>(std::log(q));
+      row[static_cast<std::size_t>(letter(x))] = static_cast<float>(std::log(p));
+      row[static_cast<std::size_t>(letter(y))] = static_cast<float>(std::log(q));
     };
     if (path.empty())
       set(1, 0.9, 2, 0.1);
@@ -241,7 +241,7 @@ TEST_CASE("determinism with a sampling proposer: B = 1, 4, 8 agree on every node
     for (const auto& [k, x] : a) {
       if (b.count(k) != 0) {
         ++common;
-        both_expanded += same(x, b.at(k)) ? 1 : 0;
+        both_expanded += same(x, b.at(k)) ? 1u : 0u;
       }
       if (c.count(k) != 0) same(x, c.at(k));
     }

@@ -198,7 +198,7 @@ TEST_CASE("arith-1750: step beam search with the calculator solves clearly more 
     beam.solved += solved(s, p, r);
     beam.tokens += r.compute.generated_tokens();
   }
-  MESSAGE("arith-1750, 30 problems (2-6 operations): greedy " << greedy << "/30 (" << greedy_tokens / 30.0
+  MESSAGE("arith-1750, 30 problems (2-6 operations): greedy " << greedy << "/30 (" << static_cast<double>(greedy_tokens) / 30.0
                                                                << " tokens/problem); step beam N=8 M=4 T=0.7: "
                                                                << beam.solved << "/30 (" << beam.per_problem(ps.size())
                                                                << " generated tokens/problem)");

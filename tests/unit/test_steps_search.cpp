@@ -390,7 +390,7 @@ TEST_CASE("step searches: bad options and bad answers are clear exceptions, and 
     auto big_vf = itscale::make_verifier("big", {0, 1}, [](auto, auto, bool) { return 2.0; });
     CHECK_THROWS_WITH_AS((void)itscale::rebase(p, big_vf, prompt, {}), doctest::Contains("outside its declared range"), itscale::backend_error);
     struct short_verifier {
-      std::vector<double> verify(std::span<const itscale::verify_item> b) { return std::vector<double>(b.size() - 1, 0.5); }
+      std::vector<double> verify(std::span<const itscale::verify_item> batch) { return std::vector<double>(batch.size() - 1, 0.5); }
       itscale::score_range range() const { return {}; }
       std::string_view name() const { return "short"; }
     } short_vf;

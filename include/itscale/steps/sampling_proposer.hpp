@@ -110,7 +110,7 @@ class sampling_proposer : public detail::source_proposer_base<S> {
   std::vector<std::vector<candidate>> propose(std::span<const propose_item<state>> batch, std::size_t n) {
     this->prepare(batch, n, opts_.max_sequence_tokens, "sampling_proposer::propose");
     std::vector<std::vector<candidate>> out(batch.size());
-    for (const auto& group : groups(batch, n)) run_group(batch, group, out);
+    for (const auto& g : groups(batch, n)) run_group(batch, g, out);
     return out;
   }
 

@@ -812,7 +812,7 @@ class mcts {
         }
       }
       live_extra_ = 0;
-      for (const auto& r : runs) live_extra_ += p_.is_live(std::as_const(r.st)) ? 1 : 0;
+      for (const auto& r : runs) live_extra_ += p_.is_live(std::as_const(r.st)) ? 1u : 0u;
       note_peak();
     }
     std::vector<rollout_run> out = std::move(runs);

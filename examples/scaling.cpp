@@ -194,7 +194,7 @@ void add_options(CLI::App& app, config& c) {
   app.add_flag("--quiet", c.quiet, "no progress on stderr");
   std::string foot = "What the budget N means per method:\n";
   for (const auto& m : methods)
-    foot += arith::format("  %-20s %s\n", m.name, *m.budget_meaning ? m.budget_meaning : "no width: runs at budget 1 only");
+    foot += arith::format("  %-20s %s%s\n", m.name, m.budget_meaning, m.has_width ? "" : " (no width: budget 1 only)");
   foot += "Bad values, an unknown method or a malformed problems file exit with code 2 and a message on stderr.";
   app.footer(foot);
 }
@@ -235,7 +235,7 @@ std::vector<run_key> runs_of(const config& c) {
   std::vector<run_key> r;
   for (const auto& name : c.methods) {
     const method_def* m = find_method(name);
-    if (*m->budget_meaning == '\0') r.push_back({m, 1});
+    if (!m->has_width) r.push_back({m, 1});
     else
       for (auto b : c.budgets) r.push_back({m, b});
   }

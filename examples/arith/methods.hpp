@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string_view>
 #include <memory>
+#include <numeric>
 #include <optional>
 #include <span>
 #include <stdexcept>
@@ -18,6 +19,12 @@
 #include <itscale/select/adaptive_consistency.hpp>
 #include <itscale/select/best_of_n.hpp>
 #include <itscale/select/self_consistency.hpp>
+#include <itscale/backends/contrastive_source.hpp>
+#include <itscale/steps/dvts.hpp>
+#include <itscale/steps/rebase.hpp>
+#include <itscale/steps/sampling_proposer.hpp>
+#include <itscale/steps/step_beam_search.hpp>
+#include <itscale/tree/mcts.hpp>
 
 #include "arith_task.hpp"
 
@@ -91,7 +98,8 @@ using method_fn = outcome (*)(const task&, std::size_t budget, worker&);
 /// A method of the table: its name, what its budget means, and whether it has a width at all.
 struct method_def {
   const char* name;
-  const char* budget_meaning;  // "" for width-less methods (run at budget 1 only)
+  bool has_width;              // false: runs at budget 1 only
+  const char* budget_meaning;  // what N is (or what the method does, without a width)
   method_fn run;
 };
 
@@ -220,14 +228,86 @@ inline outcome run_weighted_best_of_n(const task& t, std::size_t n, worker& w) {
   return {r.vote.answer, c, cands[r.best].tokens};
 }
 
+/// The step proposer of the step-level searches: samples at the methods' temperature until `;`
+/// (a step), EOS (the answer's end) or 16 tokens; streams keyed by the problem.
+inline itscale::sampling_proposer<model_t> proposer(const task& t, worker& w) {
+  return itscale::sampling_proposer<model_t>(
+      w.model, {.sampling = {.do_sample = true, .seed = w.problem_seed(t), .temperature = w.cfg.temperature},
+                .delimiters = {{w.semicolon}},
+                .eos_token_id = {itscale::llama2c_tokenizer::eos},
+                .max_step_tokens = 16,
+                .max_sequence_tokens = w.model.config().seq_len});
+}
+
+/// Expansions per kept node of the beam-like step searches: 4 (search-and-learn's M), or fewer
+/// when N is not a multiple of 4.
+inline std::size_t expansions(std::size_t n) { return std::gcd(n, std::size_t{4}); }
+
+inline outcome from_steps(const itscale::step_search_result& r, worker& w) {
+  if (r.empty()) return {std::nullopt, r.compute, {}};
+  return {w.answer_of(r[0].tokens), r.compute, r[0].tokens};
+}
+
+inline outcome run_step_beam(const task& t, std::size_t n, worker& w) {
+  auto prop = proposer(t, w);
+  return from_steps(itscale::step_beam_search(prop, w.verifier, t.prompt,
+                                              {.num_candidates = n, .expansions = expansions(n), .max_steps = 12}),
+                    w);
+}
+
+inline outcome run_dvts(const task& t, std::size_t n, worker& w) {
+  auto prop = proposer(t, w);
+  return from_steps(itscale::dvts(prop, w.verifier, t.prompt, {.num_candidates = n, .expansions = expansions(n), .max_steps = 12}), w);
+}
+
+inline outcome run_rebase(const task& t, std::size_t n, worker& w) {
+  auto prop = proposer(t, w);
+  return from_steps(itscale::rebase(prop, w.verifier, t.prompt, {.width = n, .max_steps = 12}), w);
+}
+
+/// MCTS as a step-by-step decision (RAP's use): N simulations, commit the chosen step (its subtree
+/// and statistics kept), search again from there, until the chosen path ends.
+inline outcome run_mcts(const task& t, std::size_t n, worker& w) {
+  auto prop = proposer(t, w);
+  itscale::mcts search(prop, w.verifier, t.prompt,
+                       {.simulations = n, .leaves_per_round = std::min<std::size_t>(n, 4), .samples_per_expansion = 4,
+                        .seed = w.problem_seed(t)});
+  itscale::compute_stats c;
+  for (std::size_t step = 0; step < 12; ++step) {
+    const auto r = search.search();
+    c += r.compute;
+    if (r.sequences.empty()) break;
+    const auto& g = r.sequences[0];
+    if (g.stop != itscale::stop_reason::budget && g.stop != itscale::stop_reason::cancelled)
+      return {w.answer_of(g.tokens), c, g.tokens};  // a finished path
+    if (r.chosen == itscale::no_node) break;
+    search.commit(r.chosen);
+  }
+  return {std::nullopt, c, {}};
+}
+
+/// Greedy decoding on contrastive_source(model, amateur): expert log-prob - 0.5 amateur log-prob
+/// over the tokens within 0.1 of the expert's top probability (O'Brien and Lewis's b = 1). One
+/// generated token is one row of the combined source (it runs both models).
+inline outcome run_contrastive(const task& t, std::size_t, worker& w) {
+  auto cd = itscale::make_contrastive(w.model, w.amateur, {.alpha = 0.5, .beta = 0.1});
+  const auto r = itscale::generate(cd, std::span<const token_id>(t.prompt), {.stop = w.stop(t)});
+  return {w.answer_of(r[0].tokens), r.compute, r[0].tokens};
+}
+
 inline const method_def methods[] = {
-    {"greedy", "", run_greedy},
-    {"beam", "beam search with N beams", run_beam},
-    {"majority", "N samples, majority vote (self-consistency)", run_majority},
-    {"weighted_vote", "N samples, votes weighted by exp(mean token log-prob)", run_weighted_vote},
-    {"adaptive", "at most N samples, drawn until the Beta criterion is 95 % sure of the vote", run_adaptive},
-    {"best_of_n", "N samples, the calculator's best (first on ties)", run_best_of_n},
-    {"weighted_best_of_n", "N samples, the calculator's scores summed per answer", run_weighted_best_of_n},
+    {"greedy", false, "greedy decoding", run_greedy},
+    {"beam", true, "beam search with N beams", run_beam},
+    {"majority", true, "N samples, majority vote (self-consistency)", run_majority},
+    {"weighted_vote", true, "N samples, votes weighted by exp(mean token log-prob)", run_weighted_vote},
+    {"adaptive", true, "at most N samples, drawn until the Beta criterion is 95 % sure of the vote", run_adaptive},
+    {"best_of_n", true, "N samples, the calculator's best (first on ties)", run_best_of_n},
+    {"weighted_best_of_n", true, "N samples, the calculator's scores summed per answer", run_weighted_best_of_n},
+    {"step_beam", true, "N candidate steps per round, the best N/M kept, each expanded M = gcd(N, 4) times", run_step_beam},
+    {"dvts", true, "N/M independent subtrees (M = gcd(N, 4)), each keeping its best of M per round", run_dvts},
+    {"rebase", true, "REBASE with width N (expansions per depth by softmax(score / 0.1))", run_rebase},
+    {"mcts", true, "N simulations per step (PUCT, 4 samples per expansion, B = min(N, 4)), then commit", run_mcts},
+    {"contrastive", false, "greedy on contrastive_source(model, amateur), alpha 0.5, beta 0.1", run_contrastive},
 };
 
 inline const method_def* find_method(std::string_view name) {

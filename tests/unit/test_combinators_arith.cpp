@@ -20,8 +20,8 @@
 #include <itscale/backends/llama2c_model.hpp>
 #include <itscale/backends/llama2c_tokenizer.hpp>
 #include <itscale/decode/generate.hpp>
+#include <itscale/testing/source_suite.hpp>
 
-#include "source_suite.hpp"
 
 using itscale::token_id;
 namespace fs = std::filesystem;
@@ -66,10 +66,10 @@ TEST_CASE("combinators: llama2c members pass the LogitSource concept suite") {
   const auto w750 = weights("arith-750.bin");
   const auto w2500 = weights("arith-2500.bin");
   // Batched and single-row products round differently (llama2c_model.hpp): a tolerance.
-  const itscale_test::source_suite_options o{.prompt = {1, 259, 271, 263}, .tolerance = 2e-4f};
-  itscale_test::check_logit_source(
+  const itscale::testing::source_suite_options o{.prompt = {1, 259, 271, 263}, .tolerance = 2e-4f};
+  itscale::testing::check_logit_source(
       [&] { return itscale::make_contrastive(itscale::llama2c_model(w1750), itscale::llama2c_model(w750)); }, o);
-  itscale_test::check_logit_source(
+  itscale::testing::check_logit_source(
       [&] {
         return itscale::make_ensemble({.mode = itscale::ensemble_mode::mixture}, itscale::llama2c_model(w1750),
                                       itscale::llama2c_model(w2500));

@@ -8,8 +8,7 @@
 
 namespace itscale {
 inline namespace v0 {
-namespace kernels {
-namespace detail {
+namespace kernel_abi {  // untagged (core/abi.hpp): shared with the per-arch units
 
 extern const kernel_table kernel_table_sse2;
 extern const kernel_table kernel_table_avx2;
@@ -62,7 +61,6 @@ const kernel_table& active_kernels() noexcept {
   return *table;
 }
 
-}  // namespace detail
-}  // namespace kernels
+}  // namespace kernel_abi
 }  // namespace v0
 }  // namespace itscale

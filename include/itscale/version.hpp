@@ -6,11 +6,12 @@
 #define ITSCALE_VERSION_MINOR 1
 #define ITSCALE_VERSION_PATCH 0
 
-namespace itscale {
-inline namespace v0 {
+#include "itscale/core/abi.hpp"
+
+// Untagged (core/abi.hpp): no code.
+ITSCALE_BEGIN_UNTAGGED_NAMESPACE
 
 /// The version as "MAJOR.MINOR.PATCH".
 inline constexpr const char* version_string = "0.1.0";
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_UNTAGGED_NAMESPACE

@@ -17,14 +17,14 @@
 #include <string>
 #include <vector>
 
+#include "instrumented_source.hpp"
+
 #include <itscale/backends/cfg_source.hpp>
 #include <itscale/backends/contrastive_source.hpp>
 #include <itscale/backends/ensemble_source.hpp>
 #include <itscale/search.hpp>
 
 #include <itscale/testing/source_suite.hpp>
-
-#include "instrumented_source.hpp"
 
 using itscale::token_id;
 using tokens = std::vector<token_id>;

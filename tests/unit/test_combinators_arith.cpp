@@ -20,8 +20,8 @@
 #include <itscale/backends/llama2c_model.hpp>
 #include <itscale/backends/llama2c_tokenizer.hpp>
 #include <itscale/decode/generate.hpp>
-#include <itscale/testing/source_suite.hpp>
 
+#include <itscale/testing/source_suite.hpp>
 
 using itscale::token_id;
 namespace fs = std::filesystem;

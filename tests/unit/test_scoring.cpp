@@ -2,7 +2,7 @@
 // the concepts and their archetypes; extend_span through the member and through the fallback
 // (single-token extends), its handle hygiene on every exception path; sequence_logprobs against
 // teacher forcing one plain extend at a time on the hash LM and the llama2.c model (synthetic and
-// the shipped checkpoints in ITSCALE_SHARED_DIR/models; the synthetic one in
+// the shipped checkpoints in ITSCALE_DATA_DIR/models (tests/data/models); the synthetic one in
 // test_llama2c_synthetic.cpp); llama2c_model's extend_span in detail.
 
 #include <doctest/doctest.h>
@@ -156,15 +156,12 @@ double sum(const std::vector<double>& v) {
   return s;
 }
 
-const std::filesystem::path models_dir = std::filesystem::path(ITSCALE_SHARED_DIR) / "models";
+const std::filesystem::path models_dir = std::filesystem::path(ITSCALE_DATA_DIR) / "models";
 
-/// The shipped checkpoint `name`, or null (with a visible skip message) when it is absent.
+/// The shipped checkpoint `name` (in the repository: a missing one fails).
 std::shared_ptr<const itscale::llama2c_weights> checkpoint(const std::string& name) {
   const auto file = models_dir / (name + ".bin");
-  if (!std::filesystem::exists(file)) {
-    MESSAGE("skipped: " << file.string() << " not found");
-    return nullptr;
-  }
+  REQUIRE_MESSAGE(std::filesystem::exists(file), file.string() << " not found");
   return std::make_shared<const itscale::llama2c_weights>(itscale::load_llama2c_checkpoint(file));
 }
 

@@ -81,7 +81,8 @@ auto byte_detok() {
 }  // namespace
 
 TEST_CASE("rouge_l: the bit-parallel LCS equals the dynamic program (one word and many)") {
-  for (const auto& [max_len, alphabet] : std::vector<std::pair<std::size_t, std::size_t>>{{20, 3}, {70, 4}, {200, 6}, {150, 5000}}) {
+  for (const auto& [max_len_, alphabet_] : std::vector<std::pair<std::size_t, std::size_t>>{{20, 3}, {70, 4}, {200, 6}, {150, 5000}}) {
+    const std::size_t max_len = max_len_, alphabet = alphabet_;  // clang 14: lambdas cannot capture bindings
     const auto seqs = random_sequences(24, max_len, alphabet, max_len * 7 + alphabet);
     const auto sp = spans_of(seqs);
     itscale::rouge_l u;

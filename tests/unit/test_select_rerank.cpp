@@ -13,6 +13,8 @@
 #include <itscale/decode/generate.hpp>
 #include <itscale/select/best_of_n.hpp>
 #include <itscale/select/rescore.hpp>
+
+#include "instrumented_source.hpp"
 #include <itscale/steps/verifier.hpp>
 
 #include "select_support.hpp"
@@ -180,7 +182,8 @@ TEST_CASE("weighted best-of-N sums verifier scores per answer and can differ fro
 TEST_CASE("rescore equals the sum of teacher-forced log-probs computed one token at a time") {
   const tokens prompt{3, 1, 4, 1};
   const auto cands = mixed_candidates(prompt);
-  itscale::hash_lm scorer(40, 1234);
+  // The batched-extend path: instrumented_source forwards no extend_span (hash_lm has one).
+  test_support::instrumented_source<itscale::hash_lm> scorer(itscale::hash_lm(40, 1234));
   const auto r = itscale::rescore(scorer, prompt, cands);
   REQUIRE(r.logprob.size() == cands.size());
   itscale::hash_lm ref(40, 1234);
@@ -208,7 +211,7 @@ TEST_CASE("rescore equals the sum of teacher-forced log-probs computed one token
   CHECK(r.compute.prefill_calls == 1);
   CHECK(r.compute.extend_calls == longest - 1);
   CHECK(r.compute.extend_rows == prefixes.size());
-  CHECK(scorer.live_handles() == 0);
+  CHECK(scorer.live == 0);
   // Ranking by the rescored log-prob.
   const auto rk = r.rank(true);
   CHECK(rk.scores[rk.best] == *std::max_element(rk.scores.begin(), rk.scores.end()));

@@ -41,13 +41,13 @@
 #include <vector>
 
 #include "itscale/backends/support/member_set.hpp"
+#include "itscale/core/abi.hpp"
 #include "itscale/core/detail/validate_tokens.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/logit_source.hpp"
 #include "itscale/core/types.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// Options of `cfg_source`.
 struct cfg_options {
@@ -374,5 +374,4 @@ template <CombinatorMember M>
   return cfg_source<M>(std::forward<M>(model), std::move(opts));
 }
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

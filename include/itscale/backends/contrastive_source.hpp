@@ -33,13 +33,13 @@
 #include <vector>
 
 #include "itscale/backends/support/member_set.hpp"
+#include "itscale/core/abi.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/logit_source.hpp"
 #include "itscale/core/types.hpp"
 #include "itscale/kernels/filters.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// Options of `contrastive_source`.
 struct contrastive_options {
@@ -121,5 +121,4 @@ template <CombinatorMember E, CombinatorMember A>
   return contrastive_source<E, A>(std::forward<E>(expert), std::forward<A>(amateur), opts);
 }
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

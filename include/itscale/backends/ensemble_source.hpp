@@ -42,14 +42,14 @@
 #include <vector>
 
 #include "itscale/backends/support/member_set.hpp"
+#include "itscale/core/abi.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/logit_source.hpp"
 #include "itscale/core/types.hpp"
 #include "itscale/kernels/reduce.hpp"
 #include "itscale/kernels/softmax.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// How an ensemble combines its members' distributions.
 enum class ensemble_mode : std::uint8_t {
@@ -219,5 +219,4 @@ template <class... Ms>
   return ensemble_source<Ms...>(ensemble_options{}, std::forward<Ms>(members)...);
 }
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

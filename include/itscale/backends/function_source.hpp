@@ -19,13 +19,13 @@
 #include <utility>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/logit_source.hpp"
 #include "itscale/backends/support/slot_pool.hpp"
 #include "itscale/core/detail/validate_tokens.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// A `ScoringLogitSource` over a function of the prefix. See the file comment.
 template <class F>
@@ -137,5 +137,4 @@ template <class F>
   return function_source<std::decay_t<F>>(vocab, std::forward<F>(f));
 }
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

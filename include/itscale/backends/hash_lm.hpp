@@ -16,13 +16,13 @@
 #include <string>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/logit_source.hpp"
 #include "itscale/backends/support/slot_pool.hpp"
 #include "itscale/core/detail/validate_tokens.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// The conformance hash language model as a `ScoringLogitSource`. No limits (it does not model
 /// `SourceWithCapacity`: `capacity_of` reports it unbounded).
@@ -128,5 +128,4 @@ class hash_lm {
 
 static_assert(ScoringLogitSource<hash_lm>);
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

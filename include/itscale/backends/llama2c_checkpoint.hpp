@@ -25,11 +25,11 @@
 
 #include <Eigen/Core>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/backends/support/binary_reader.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// Row-major float matrix: the layout of llama2.c tensors, so they load with one read.
 using row_matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -227,5 +227,4 @@ inline llama2c_weights read_llama2c(binary_reader& in, const llama2c_limits& lim
   return detail::read_llama2c(in, limits);
 }
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

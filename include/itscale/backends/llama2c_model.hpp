@@ -40,6 +40,7 @@
 
 #include <Eigen/Core>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/logit_source.hpp"
 #include "itscale/core/types.hpp"
@@ -48,8 +49,7 @@
 #include "itscale/backends/support/paged_kv_cache.hpp"
 #include "itscale/core/detail/validate_tokens.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// Options of `llama2c_model`.
 struct llama2c_model_options {
@@ -505,5 +505,4 @@ class llama2c_model {
 static_assert(ScoringLogitSource<llama2c_model>);
 static_assert(SourceWithCapacity<llama2c_model>);
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

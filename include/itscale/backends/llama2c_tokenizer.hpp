@@ -22,13 +22,13 @@
 #include <utility>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/types.hpp"
 #include "itscale/backends/support/binary_reader.hpp"
 #include "itscale/core/detail/validate_tokens.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// Caps on a tokenizer file's values (a corrupt length must not allocate gigabytes).
 struct llama2c_tokenizer_limits {
@@ -236,5 +236,4 @@ inline void check_vocab_match(const llama2c_tokenizer& tok, std::size_t model_vo
                         " tokens but the model's vocabulary is " + std::to_string(model_vocab));
 }
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -14,10 +14,10 @@
 #include <stop_token>
 #include <string>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/errors.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// What a run spent. Counts are exact; times are wall-clock seconds (`std::chrono::steady_clock`).
 struct compute_stats {
@@ -124,5 +124,4 @@ class stopwatch {
 
 }  // namespace detail
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

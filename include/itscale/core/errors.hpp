@@ -6,8 +6,11 @@
 #include <stdexcept>
 #include <string>
 
-namespace itscale {
-inline namespace v0 {
+#include "itscale/core/abi.hpp"
+
+// Untagged (core/abi.hpp): a `catch` in one translation unit must see what another throws,
+// whatever flags each was built with.
+ITSCALE_BEGIN_UNTAGGED_NAMESPACE
 
 /// An option is out of its domain (`top_p = 1.5`, `num_beams = 0`, ...). Thrown by `validate()`.
 class invalid_option : public std::invalid_argument {
@@ -43,6 +46,10 @@ class search_error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+ITSCALE_END_UNTAGGED_NAMESPACE
+
+ITSCALE_BEGIN_NAMESPACE
+
 namespace detail {
 /// Formats a number for error messages ("%g": short, exact enough to recognise the input).
 inline std::string num(double v) {
@@ -52,5 +59,4 @@ inline std::string num(double v) {
 }
 }  // namespace detail
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -16,13 +16,13 @@
 #include <utility>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/detail/source_rows.hpp"
 #include "itscale/core/detail/validate_tokens.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/logit_source.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// Owns one live handle of a source: releases it on destruction. Move-only.
 template <LogitSource S>
@@ -118,5 +118,4 @@ template <LogitSource S>
   return p;
 }
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -34,10 +34,12 @@
 #include <span>
 #include <type_traits>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/types.hpp"
 
-namespace itscale {
-inline namespace v0 {
+// Untagged (core/abi.hpp): a backend built in its own translation unit plugs into searches
+// built with any flags.
+ITSCALE_BEGIN_UNTAGGED_NAMESPACE
 
 /// A backend that produces next-token logits for forkable sequences. See the file comment for
 /// the lifetime rules.
@@ -114,5 +116,4 @@ template <LogitSource S>
   else return source_capacity{};
 }
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_UNTAGGED_NAMESPACE

@@ -7,10 +7,10 @@
 #include <cstddef>
 #include <span>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/logit_source.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// Models exactly `LogitSource` and nothing more.
 class logit_source_archetype {
@@ -21,8 +21,13 @@ class logit_source_archetype {
   [[nodiscard]] std::size_t vocab_size() const noexcept { return 1; }
   handle prefill(std::span<const token_id>) { return handle{}; }
   void extend(std::span<const handle>, std::span<const token_id>, std::span<handle>) {}
-  [[nodiscard]] logits_view logits() { return {}; }
+  /// One row of one logit: a real address, so optimisers see no null copy source in the
+  /// algorithms it is instantiated with.
+  [[nodiscard]] logits_view logits() { return {&row_, 1, 1}; }
   void release(handle) noexcept {}
+
+ private:
+  float row_ = 0;
 };
 
 static_assert(LogitSource<logit_source_archetype>);
@@ -47,5 +52,4 @@ class logit_source_with_capacity_archetype : public logit_source_archetype {
 static_assert(SourceWithCapacity<logit_source_with_capacity_archetype>);
 static_assert(!ScoringLogitSource<logit_source_with_capacity_archetype>);
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -11,11 +11,11 @@
 #include <cstddef>
 #include <span>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/compute.hpp"
 #include "itscale/core/logit_source.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 template <LogitSource S>
 class metered_source {
@@ -103,5 +103,4 @@ class metered_source {
   std::uint64_t live_ = 0;  // handles created through this wrapper and not yet released
 };
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -11,8 +11,9 @@
 #include <array>
 #include <cstdint>
 
-namespace itscale {
-inline namespace v0 {
+#include "itscale/core/abi.hpp"
+
+ITSCALE_BEGIN_NAMESPACE
 
 /// Philox4x32 with 10 rounds: four 32-bit words out of a 128-bit counter and a 64-bit key.
 [[nodiscard]] constexpr std::array<std::uint32_t, 4> philox4x32(std::array<std::uint32_t, 4> ctr,
@@ -61,5 +62,4 @@ class counter_rng {
   std::uint64_t stream_;
 };
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/detail/source_rows.hpp"
 #include "itscale/core/detail/validate_tokens.hpp"
 #include "itscale/core/errors.hpp"
@@ -25,8 +26,7 @@
 #include "itscale/core/types.hpp"
 #include "itscale/kernels/reduce.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// What `extend_span` returns: the new sequence and a copy of its rows (so they outlive the
 /// source's next call).
@@ -154,5 +154,4 @@ template <LogitSource S>
   return out;
 }
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

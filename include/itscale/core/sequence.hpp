@@ -15,11 +15,11 @@
 #include <string>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/types.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// When a sequence stops; used by every entry point. Designated initialisers:
 ///
@@ -159,5 +159,4 @@ inline void check_streams(std::span<const std::uint32_t> streams, std::span<cons
 
 }  // namespace detail
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

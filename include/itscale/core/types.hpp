@@ -8,8 +8,11 @@
 #include <limits>
 #include <span>
 
-namespace itscale {
-inline namespace v0 {
+#include "itscale/core/abi.hpp"
+
+// Untagged (core/abi.hpp): the vocabulary of the LogitSource contract, the same type for a
+// backend and for searches built with other flags.
+ITSCALE_BEGIN_UNTAGGED_NAMESPACE
 
 /// A token id. Signed 32-bit like llama.cpp's `llama_token`, so backends can pass theirs through.
 using token_id = std::int32_t;
@@ -33,5 +36,4 @@ struct logits_view {
   }
 };
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_UNTAGGED_NAMESPACE

@@ -24,6 +24,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/compute.hpp"
 #include "itscale/core/detail/handle_guard.hpp"
 #include "itscale/core/detail/source_rows.hpp"
@@ -41,8 +42,7 @@
 #include "itscale/processors/chain.hpp"
 #include "itscale/processors/sampling_chain.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 namespace detail {
 
@@ -393,5 +393,4 @@ template <LogitSource S>
   return generate(source, std::span<const request>(reqs), opts, run);
 }
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

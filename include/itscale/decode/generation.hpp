@@ -7,13 +7,13 @@
 #include <cstddef>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/compute.hpp"
 #include "itscale/core/live.hpp"
 #include "itscale/core/logit_source.hpp"
 #include "itscale/core/sequence.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// How a run is driven, for every decoder: budget and cancellation, streaming, and whether the
 /// live state of each finished sequence is handed back.
@@ -49,5 +49,4 @@ struct decode_result {
   [[nodiscard]] auto end() noexcept { return sequences.end(); }
 };
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

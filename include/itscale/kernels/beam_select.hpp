@@ -7,13 +7,12 @@
 #include <cstddef>
 #include <span>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/kernels/dispatch.hpp"
 #include "itscale/kernels/kernel_types.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 namespace kernels {
-inline namespace ITSCALE_KERNEL_ABI {
 
 /// The best `out.size()` candidates (r, t) over `rows`, scored `(rows[r][t] - sub[r]) + add[r]`
 /// in float; best first; equal scores: lower (r, t) first. Candidates scoring -inf or NaN are
@@ -33,7 +32,5 @@ inline std::size_t beam_select(std::span<const std::span<const float>> rows, std
   return ITSCALE_KERNEL(beam_select)(rows, offsets, out);
 }
 
-}  // namespace ITSCALE_KERNEL_ABI
 }  // namespace kernels
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -3,10 +3,11 @@
 /// How the public `itscale::kernels::X` functions reach an arch-specific SIMD kernel.
 ///
 /// Static dispatch (default): each public kernel calls `simd::X<xsimd::default_arch>`, so the
-/// consumer's `-march` decides (a baseline x86-64 build runs the SSE2 kernels). The public
-/// functions live in an inline namespace named after that arch (`ITSCALE_KERNEL_ABI`), so two
-/// translation units built with different `-march` flags get different symbols instead of an
-/// ODR violation where the linker keeps one arbitrary copy.
+/// consumer's `-march` decides (a baseline x86-64 build runs the SSE2 kernels). The kernels, like
+/// every itscale entity with code, live in an inline namespace named after that arch
+/// (`ITSCALE_ABI_TAG`, core/abi.hpp), so two translation units built with different `-march`
+/// flags get different symbols — for the kernels and for every inline caller of them — instead
+/// of an ODR violation where the linker keeps one arbitrary copy.
 ///
 /// Runtime dispatch (opt-in): define `ITSCALE_RUNTIME_DISPATCH` for every translation unit of
 /// the program and compile one translation unit per arch with its own flags, each instantiating
@@ -21,10 +22,12 @@
 ///     itscale_enable_runtime_dispatch(app)             # cmake/itscale_dispatch.cmake
 ///
 /// which adds the per-arch sources (sse2; avx2 + fma; avx512f + bw + dq + vl) and defines
-/// `ITSCALE_RUNTIME_DISPATCH` on the target. The per-arch translation units include only
-/// arch-templated code (every helper, comparator and kernel is a template on the arch), so no
-/// inline function compiled with AVX flags can be picked by the linker for a baseline caller.
-/// `kernels::active_arch()` names the arch in use.
+/// `ITSCALE_RUNTIME_DISPATCH` on the target. The tag is then `abi_runtime_<arch of the unit's
+/// flags>`: the per-arch units' code is tagged with their own arch (and every kernel, helper and
+/// comparator they instantiate is also a template on it), so no inline function compiled with
+/// AVX flags can be picked by the linker for a baseline caller. What they share with the rest of
+/// the program is untagged and data only: the `kernel_abi::kernel_table` type, one table object
+/// per arch and `kernel_abi::active_kernels()`. `kernels::active_arch()` names the arch in use.
 
 #include <cstddef>
 #include <cstdint>
@@ -32,6 +35,7 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/types.hpp"
 #include "itscale/kernels/kernel_types.hpp"
 #include "itscale/kernels/simd/filters.hpp"
@@ -40,44 +44,9 @@
 #include "itscale/kernels/simd/select.hpp"
 #include "itscale/kernels/simd/softmax.hpp"
 
-#if defined(ITSCALE_RUNTIME_DISPATCH)
-#define ITSCALE_KERNEL_ABI abi_runtime
-#elif XSIMD_WITH_AVX512BW
-#define ITSCALE_KERNEL_ABI abi_avx512bw
-#elif XSIMD_WITH_AVX512F
-#define ITSCALE_KERNEL_ABI abi_avx512f
-#elif XSIMD_WITH_FMA3_AVX2
-#define ITSCALE_KERNEL_ABI abi_fma3_avx2
-#elif XSIMD_WITH_AVX2
-#define ITSCALE_KERNEL_ABI abi_avx2
-#elif XSIMD_WITH_FMA3_AVX
-#define ITSCALE_KERNEL_ABI abi_fma3_avx
-#elif XSIMD_WITH_AVX
-#define ITSCALE_KERNEL_ABI abi_avx
-#elif XSIMD_WITH_FMA3_SSE
-#define ITSCALE_KERNEL_ABI abi_fma3_sse42
-#elif XSIMD_WITH_SSE4_2
-#define ITSCALE_KERNEL_ABI abi_sse42
-#elif XSIMD_WITH_SSE4_1
-#define ITSCALE_KERNEL_ABI abi_sse41
-#elif XSIMD_WITH_SSSE3
-#define ITSCALE_KERNEL_ABI abi_ssse3
-#elif XSIMD_WITH_SSE3
-#define ITSCALE_KERNEL_ABI abi_sse3
-#elif XSIMD_WITH_SSE2
-#define ITSCALE_KERNEL_ABI abi_sse2
-#elif XSIMD_WITH_NEON64
-#define ITSCALE_KERNEL_ABI abi_neon64
-#elif XSIMD_WITH_NEON
-#define ITSCALE_KERNEL_ABI abi_neon
-#else
-#define ITSCALE_KERNEL_ABI abi_other
-#endif
-
-namespace itscale {
-inline namespace v0 {
-namespace kernels {
-namespace detail {
+// Untagged (core/abi.hpp): units built for different arches exchange these.
+ITSCALE_BEGIN_UNTAGGED_NAMESPACE
+namespace kernel_abi {
 
 /// One arch's instantiation of every dispatched kernel.
 struct kernel_table {
@@ -104,9 +73,22 @@ struct kernel_table {
   std::size_t (*top_p_mask)(std::span<float>, double, std::span<std::uint64_t>) noexcept;
 };
 
+#if defined(ITSCALE_RUNTIME_DISPATCH)
+/// The table chosen for this process (defined by the dispatch translation unit that
+/// `itscale_enable_runtime_dispatch` adds).
+[[nodiscard]] const kernel_table& active_kernels() noexcept;
+#endif
+
+}  // namespace kernel_abi
+ITSCALE_END_UNTAGGED_NAMESPACE
+
+ITSCALE_BEGIN_NAMESPACE
+namespace kernels {
+namespace detail {
+
 /// The table of arch `Arch`. Instantiate only in a translation unit compiled for `Arch`.
 template <class Arch>
-[[nodiscard]] constexpr kernel_table make_kernel_table() noexcept {
+[[nodiscard]] constexpr kernel_abi::kernel_table make_kernel_table() noexcept {
   return {Arch::name(),
           &simd::max<Arch>,
           &simd::argmax<Arch>,
@@ -129,27 +111,21 @@ template <class Arch>
 }
 
 #if defined(ITSCALE_RUNTIME_DISPATCH)
-/// The table chosen for this process (defined by the dispatch translation unit that
-/// `itscale_enable_runtime_dispatch` adds).
-[[nodiscard]] const kernel_table& active_kernels() noexcept;
-#define ITSCALE_KERNEL(name) ::itscale::kernels::detail::active_kernels().name
+#define ITSCALE_KERNEL(name) ::itscale::v0::kernel_abi::active_kernels().name
 #else
 #define ITSCALE_KERNEL(name) ::itscale::kernels::simd::name<::xsimd::default_arch>
 #endif
 
 }  // namespace detail
 
-inline namespace ITSCALE_KERNEL_ABI {
 /// The name of the xsimd arch the public kernels run (e.g. "avx512bw", "fma3+avx2", "sse2").
 [[nodiscard]] inline const char* active_arch() noexcept {
 #if defined(ITSCALE_RUNTIME_DISPATCH)
-  return detail::active_kernels().arch;
+  return kernel_abi::active_kernels().arch;
 #else
   return ::xsimd::default_arch::name();
 #endif
 }
-}  // namespace ITSCALE_KERNEL_ABI
 
 }  // namespace kernels
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

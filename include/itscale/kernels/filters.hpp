@@ -13,12 +13,11 @@
 #include <cstdint>
 #include <span>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/kernels/dispatch.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 namespace kernels {
-inline namespace ITSCALE_KERNEL_ABI {
 
 /// Sets every entry `< threshold` to -inf; returns how many entries stay `> -inf`.
 inline std::size_t mask_below(std::span<float> row, float threshold) noexcept {
@@ -56,7 +55,5 @@ inline std::size_t top_p_mask(std::span<float> row, double p, std::span<std::uin
   return ITSCALE_KERNEL(top_p_mask)(row, p, keys);
 }
 
-}  // namespace ITSCALE_KERNEL_ABI
 }  // namespace kernels
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -8,13 +8,12 @@
 #include <cstddef>
 #include <span>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/kernels/dispatch.hpp"
 #include "itscale/kernels/kernel_types.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 namespace kernels {
-inline namespace ITSCALE_KERNEL_ABI {
 
 /// The largest value of `row`; `-inf` for an empty row. Precondition: no NaN.
 [[nodiscard]] inline float max(std::span<const float> row) noexcept { return ITSCALE_KERNEL(max)(row); }
@@ -45,7 +44,5 @@ inline void logsumexp(std::span<const float> rows, std::size_t vocab, std::span<
   return ITSCALE_KERNEL(count_unmasked)(row);
 }
 
-}  // namespace ITSCALE_KERNEL_ABI
 }  // namespace kernels
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <span>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/rng.hpp"
 #include "itscale/core/types.hpp"
 #include "itscale/kernels/dispatch.hpp"
@@ -20,10 +21,8 @@
 #include "itscale/kernels/reduce.hpp"
 #include "itscale/kernels/top_k.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 namespace kernels {
-inline namespace ITSCALE_KERNEL_ABI {
 
 /// The token t with cdf(t-1) <= u * total < cdf(t) over p ∝ exp(row - max), skipping masked
 /// entries; `u` in [0, 1). Returns `npos` only if every entry is masked. Float exps (as the
@@ -68,7 +67,5 @@ inline void gumbel_top_k(std::span<const float> row, const counter_rng& rng, std
   top_k(perturbed, indices, values);
 }
 
-}  // namespace ITSCALE_KERNEL_ABI
 }  // namespace kernels
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

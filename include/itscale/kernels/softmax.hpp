@@ -9,12 +9,11 @@
 
 #include <span>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/kernels/dispatch.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 namespace kernels {
-inline namespace ITSCALE_KERNEL_ABI {
 
 /// out[i] = exp(in[i] - max) / sum_j exp(in[j] - max).
 inline void softmax(std::span<const float> in, std::span<float> out) noexcept { ITSCALE_KERNEL(softmax)(in, out); }
@@ -28,7 +27,5 @@ inline void log_softmax(std::span<const float> in, std::span<float> out) noexcep
 
 inline void log_softmax(std::span<float> row) noexcept { log_softmax(row, row); }
 
-}  // namespace ITSCALE_KERNEL_ABI
 }  // namespace kernels
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -11,11 +11,11 @@
 #include <limits>
 #include <span>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/types.hpp"
 #include "itscale/kernels/kernel_types.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 namespace kernels {
 
 /// As `sample_inverse_cdf(row, u)`: the token t with cdf(t-1) <= u * total < cdf(t) over
@@ -47,5 +47,4 @@ namespace kernels {
 }
 
 }  // namespace kernels
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -10,18 +10,16 @@
 #include <cstdint>
 #include <span>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/types.hpp"
 #include "itscale/kernels/dispatch.hpp"
 #include "itscale/kernels/reference/top_k.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 namespace kernels {
 
 /// True when token `a` ranks above token `b` (larger value, or equal value and lower index).
 using reference::ranks_above;
-
-inline namespace ITSCALE_KERNEL_ABI {
 
 /// Writes the indices and values of the `k = indices.size()` highest-ranked entries of `row`,
 /// best first. Preconditions: `1 <= k <= row.size()`, `values.size() == k`, no NaN,
@@ -51,7 +49,5 @@ inline void top_k(std::span<const float> row, std::span<token_id> indices, std::
   return kth_largest(row, k);
 }
 
-}  // namespace ITSCALE_KERNEL_ABI
 }  // namespace kernels
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -11,10 +11,10 @@
 #include <type_traits>
 #include <utility>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/processors/processor.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 namespace detail {
 /// The state a chain keeps for processor P: its own state, or nothing for a stateless one.
@@ -101,5 +101,4 @@ template <class... Ps>
 static_assert(StatefulLogitsProcessor<processor_chain<logits_processor_archetype,
                                                       stateful_logits_processor_archetype>>);
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

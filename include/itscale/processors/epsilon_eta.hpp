@@ -9,14 +9,14 @@
 #include <span>
 #include <string>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/kernels/top_k.hpp"
 #include "itscale/processors/live_set.hpp"
 #include "itscale/processors/probabilities.hpp"
 #include "itscale/processors/processor.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 namespace detail {
 /// Masks the tokens of `alive` with probability < cutoff, except those at or above the k-th
@@ -92,5 +92,4 @@ class eta_filter {
   std::size_t min_keep_;
 };
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -11,12 +11,12 @@
 #include <functional>
 #include <span>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/types.hpp"
 #include "itscale/kernels/filters.hpp"
 #include "itscale/processors/processor.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// The tokens of a row that are `> -inf`, in increasing id order, when `known`; a filter given
 /// an unknown set lists the row itself (one SIMD pass, `collect_unmasked`).
@@ -75,5 +75,4 @@ struct rank_cut {
 }
 
 }  // namespace detail
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

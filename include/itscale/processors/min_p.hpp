@@ -8,13 +8,13 @@
 #include <span>
 #include <string>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/processors/live_set.hpp"
 #include "itscale/processors/probabilities.hpp"
 #include "itscale/processors/processor.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 class min_p_filter {
  public:
@@ -58,5 +58,4 @@ class min_p_filter {
   std::size_t min_keep_;
 };
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

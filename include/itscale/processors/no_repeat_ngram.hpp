@@ -9,11 +9,11 @@
 #include <span>
 #include <string>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/processors/processor.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 class no_repeat_ngram {
  public:
@@ -36,5 +36,4 @@ class no_repeat_ngram {
   std::size_t n_;
 };
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -12,11 +12,11 @@
 #include <span>
 #include <string>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/processors/processor.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 class repetition_penalty {
  public:
@@ -69,5 +69,4 @@ class presence_frequency_penalty {
   float frequency_;
 };
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -14,11 +14,11 @@
 #include <cstddef>
 #include <span>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/types.hpp"
 #include "itscale/kernels/reduce.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 namespace detail {
 
 inline constexpr std::size_t torch_lanes = 16;
@@ -106,5 +106,4 @@ inline void softmax_f32(std::span<const float> in, std::span<float> out) noexcep
 }
 
 }  // namespace detail
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -22,10 +22,10 @@
 #include <utility>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/types.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// Scratch memory for processors, sized once per vocabulary so that applying a chain does not
 /// allocate in steady state.
@@ -110,5 +110,4 @@ struct stateful_logits_processor_archetype {
 };
 static_assert(StatefulLogitsProcessor<stateful_logits_processor_archetype>);
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

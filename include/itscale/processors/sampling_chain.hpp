@@ -9,6 +9,8 @@
 #include <optional>
 #include <span>
 
+#include "itscale/core/abi.hpp"
+#include "itscale/kernels/dispatch.hpp"
 #include "itscale/processors/epsilon_eta.hpp"
 #include "itscale/processors/live_set.hpp"
 #include "itscale/processors/min_p.hpp"
@@ -23,8 +25,7 @@
 #include "itscale/processors/top_p.hpp"
 #include "itscale/processors/typical.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// Models `LogitsProcessor`. Custom processors run between the two stages (as HF runs a user's
 /// `logits_processor` list before its warpers): see `apply_processors` / `apply_warpers`.
@@ -102,6 +103,11 @@ class sampling_chain {
     apply_warpers(row, ctx);
   }
 
+  /// The arch of the SIMD kernels this chain's filters run (e.g. "avx512bw", "fma3+avx2", "sse2"):
+  /// `kernels::active_arch()` as this chain's code sees it. Cheap (no kernel call); a way to check
+  /// which kernels a caller built with given `-march` flags actually reaches.
+  [[nodiscard]] static const char* kernel_arch() noexcept { return kernels::active_arch(); }
+
  private:
   template <class P>
   static void run(const std::optional<P>& p, std::span<float> row, const step_context& ctx) {
@@ -131,5 +137,4 @@ class sampling_chain {
 
 static_assert(LogitsProcessor<sampling_chain>);
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -18,13 +18,13 @@
 #include <utility>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/sequence.hpp"
 #include "itscale/core/types.hpp"
 #include "itscale/processors/token_rules.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// The type of `sampling_options::top_p`: a double, as HF's `top_p` is a Python float. It converts
 /// from a double or an integer and to a double; from a float it does not compile. `0.95f` is
@@ -128,5 +128,4 @@ struct sampling_options {
   }
 };
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

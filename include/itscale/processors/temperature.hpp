@@ -7,12 +7,12 @@
 #include <span>
 #include <string>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/processors/live_set.hpp"
 #include "itscale/processors/processor.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 class temperature {
  public:
@@ -43,5 +43,4 @@ class temperature {
   float t_;
 };
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -11,6 +11,7 @@
 #include <span>
 #include <string>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/kernels/reference/reduce.hpp"
 #include "itscale/kernels/top_k.hpp"
@@ -18,8 +19,7 @@
 #include "itscale/processors/probabilities.hpp"
 #include "itscale/processors/processor.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 class top_h_filter {
  public:
@@ -78,5 +78,4 @@ class top_h_filter {
   float h_;
 };
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

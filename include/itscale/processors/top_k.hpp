@@ -9,6 +9,7 @@
 #include <span>
 #include <string>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/kernels/filters.hpp"
 #include "itscale/kernels/top_k.hpp"
@@ -16,8 +17,7 @@
 #include "itscale/processors/processor.hpp"
 #include "itscale/processors/temperature.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 class top_k_filter {
  public:
@@ -86,5 +86,4 @@ class top_k_filter {
   std::size_t k_;
 };
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

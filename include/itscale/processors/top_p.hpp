@@ -10,13 +10,13 @@
 #include <span>
 #include <string>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/processors/live_set.hpp"
 #include "itscale/processors/probabilities.hpp"
 #include "itscale/processors/processor.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 namespace detail {
 /// Orders the tokens `ids` from the lowest-ranked to the highest.
@@ -80,5 +80,4 @@ class top_p_filter {
   std::size_t min_keep_;
 };
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -11,14 +11,14 @@
 #include <span>
 #include <string>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/kernels/reduce.hpp"
 #include "itscale/processors/live_set.hpp"
 #include "itscale/processors/probabilities.hpp"
 #include "itscale/processors/processor.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 class typical_filter {
  public:
@@ -90,5 +90,4 @@ class typical_filter {
   std::size_t min_keep_;
 };
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -14,6 +14,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/compute.hpp"
 #include "itscale/core/detail/handle_guard.hpp"
 #include "itscale/core/detail/source_rows.hpp"
@@ -26,8 +27,7 @@
 #include "itscale/core/types.hpp"
 #include "itscale/kernels/reduce.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 namespace detail {
 
 /// Throws `invalid_input` for no prompts, an empty prompt or a token outside the vocabulary;
@@ -196,5 +196,4 @@ template <class Result, LogitSource S, class Start, class Search>
 }
 
 }  // namespace detail
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -12,12 +12,12 @@
 #include <span>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/compute.hpp"
 #include "itscale/core/sequence.hpp"
 #include "itscale/core/types.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// What every search of the beam family returns: the sequences of all its prompts, ordered by
 /// prompt, then rank (best first); `generation::request` is the prompt's index and
@@ -129,5 +129,4 @@ class finished_hypotheses {
 };
 
 }  // namespace detail
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

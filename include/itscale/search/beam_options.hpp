@@ -14,12 +14,12 @@
 #include <string>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/sequence.hpp"
 #include "itscale/core/types.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// When a prompt's search ends before `max_new_tokens` (HF's `early_stopping`).
 enum class early_stopping_mode : std::uint8_t {
@@ -86,5 +86,4 @@ struct beam_options {
   }
 };
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -25,6 +25,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/types.hpp"
 #include "itscale/core/detail/source_rows.hpp"
@@ -36,8 +37,7 @@
 #include "itscale/processors/sampling_options.hpp"
 #include "itscale/search/beam_options.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 namespace detail {
 
 /// The built-in processors of beam search, as a `sampling_chain` without warpers.
@@ -139,5 +139,4 @@ class beam_rows {
 };
 
 }  // namespace detail
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -59,6 +59,7 @@
 #include <utility>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/compute.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/live.hpp"
@@ -70,8 +71,7 @@
 #include "itscale/search/beam_options.hpp"
 #include "itscale/search/group_beam_search.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 namespace detail {
 
@@ -185,5 +185,4 @@ template <LogitSource S>
   return beam_search(source, start, opts, logits_processor_archetype{}, run);
 }
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

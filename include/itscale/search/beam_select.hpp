@@ -13,11 +13,11 @@
 #include <span>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/types.hpp"
 #include "itscale/kernels/beam_select.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// A continuation of a running beam.
 struct beam_candidate {
@@ -125,5 +125,4 @@ inline void select_penalised_candidates(std::span<const std::span<const float>> 
 }
 
 }  // namespace detail
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -6,12 +6,12 @@
 
 #include <cstddef>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/search/beam_hypotheses.hpp"
 #include "itscale/search/beam_options.hpp"
 #include "itscale/search/beam_select.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 namespace detail {
 
 /// The score HF gives the not-yet-real copies of the prompt at the first step, and the "worst
@@ -35,5 +35,4 @@ inline constexpr float beam_placeholder_score = -1.0e9f;
 }
 
 }  // namespace detail
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -33,6 +33,7 @@
 #include <utility>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/compute.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/live.hpp"
@@ -44,8 +45,7 @@
 #include "itscale/search/beam_options.hpp"
 #include "itscale/search/group_beam_search.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// Options of diverse (group) beam search: the beam-search options plus HF's two group options.
 ///
@@ -241,5 +241,4 @@ template <LogitSource S>
   return diverse_beam_search(source, start, opts, logits_processor_archetype{}, run);
 }
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

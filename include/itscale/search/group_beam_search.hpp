@@ -21,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/compute.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/logit_source.hpp"
@@ -35,8 +36,7 @@
 #include "itscale/search/beam_stopping.hpp"
 #include "itscale/search/token_tree.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 namespace detail {
 
 /// The outcome of a grouped search for one prompt, with its hypotheses read back as
@@ -319,5 +319,4 @@ template <LogitSource S, AnyLogitsProcessor P>
 }
 
 }  // namespace detail
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

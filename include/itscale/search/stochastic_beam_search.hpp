@@ -52,6 +52,7 @@
 #include <utility>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/compute.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/live.hpp"
@@ -68,8 +69,7 @@
 #include "itscale/search/beam_rows.hpp"
 #include "itscale/search/token_tree.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 struct stochastic_beam_options {
   std::size_t num_samples = 4;              ///< K >= 1 distinct sequences per prompt
@@ -537,5 +537,4 @@ template <LogitSource S>
   return stochastic_beam_search(source, start, opts, logits_processor_archetype{}, stream, run);
 }
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

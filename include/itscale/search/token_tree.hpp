@@ -10,10 +10,10 @@
 #include <cstddef>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/types.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 namespace detail {
 
 class token_tree {
@@ -55,5 +55,4 @@ class token_tree {
 };
 
 }  // namespace detail
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

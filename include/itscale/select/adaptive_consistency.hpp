@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/compute.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/live.hpp"
@@ -38,8 +39,7 @@
 #include "itscale/select/stop_criteria.hpp"
 #include "itscale/select/vote.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// The stopping criterion (see stop_criteria.hpp for the exact definitions).
 enum class stop_rule : std::uint8_t {
@@ -267,5 +267,4 @@ template <LogitSource S, AnswerExtractor E>
   return adaptive_consistency(source, std::span<const request>(&r, 1), extract, opts);
 }
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

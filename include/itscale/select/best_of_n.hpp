@@ -19,14 +19,14 @@
 #include <utility>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/compute.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/sequence.hpp"
 #include "itscale/select/vote.hpp"
 #include "itscale/steps/verifier.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// A sequence-level score read from the candidates themselves.
 enum class sequence_score : std::uint8_t {
@@ -167,5 +167,4 @@ template <Verifier V, AnswerExtractor E>
   return r;
 }
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

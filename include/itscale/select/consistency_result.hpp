@@ -10,12 +10,12 @@
 #include <optional>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/compute.hpp"
 #include "itscale/core/sequence.hpp"
 #include "itscale/select/vote.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// Why a prompt stopped drawing samples.
 enum class consistency_stop : std::uint8_t {
@@ -71,5 +71,4 @@ struct consistency_result {
   }
 };
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -34,6 +34,7 @@
 #include <string>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/compute.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/rng.hpp"
@@ -41,8 +42,7 @@
 #include "itscale/select/best_of_n.hpp"
 #include "itscale/select/mbr_utility.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// Confidence-based pruning of the hypothesis set (see the file comment).
 struct mbr_pruning {
@@ -250,5 +250,4 @@ template <MbrUtility U>
   return mbr(std::span<const std::span<const token_id>>(spans), utility, opts);
 }
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -46,12 +46,12 @@
 #include <utility>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/types.hpp"
 #include "itscale/select/vote.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// Both directions of a utility for one pair (i, j): `forward` = u(hyp i, ref j),
 /// `backward` = u(hyp j, ref i). For i == j both are u(i, i).
@@ -560,5 +560,4 @@ template <class F>
   return function_utility<std::decay_t<F>>(std::forward<F>(f), symmetric, std::move(name));
 }
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

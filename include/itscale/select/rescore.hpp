@@ -27,6 +27,7 @@
 #include <utility>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/compute.hpp"
 #include "itscale/core/detail/handle_guard.hpp"
 #include "itscale/core/detail/source_rows.hpp"
@@ -39,8 +40,7 @@
 #include "itscale/kernels/reduce.hpp"
 #include "itscale/select/best_of_n.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// Options of `rescore`.
 struct rescore_options {
@@ -74,11 +74,6 @@ struct rescore_result {
 
 namespace detail {
 
-template <class S>
-concept has_extend_span = LogitSource<S> && requires(S& s, handle_t<S> h, std::span<const token_id> t) {
-  { s.extend_span(h, t) } -> std::same_as<handle_t<S>>;
-};
-
 inline float token_logprob(std::span<const float> row, token_id t, float lse) noexcept {
   const float x = row[static_cast<std::size_t>(t)];
   return x == masked_logit ? masked_logit : x - lse;
@@ -98,7 +93,7 @@ void force_candidates(metered_source<S>& src, handle_t<S> start, std::span<const
     if (!cands[c].empty()) out.token_logprobs[c][0] = token_logprob(start_row, cands[c][0], start_lse);
   }
   handle_guard<metered_source<S>> guard(src);
-  if constexpr (has_extend_span<S>) {
+  if constexpr (ScoringLogitSource<S>) {
     if (opts.use_extend_span) {
       for (std::size_t c = 0; c < cands.size(); ++c) {
         const std::size_t n = cands[c].size();
@@ -251,5 +246,4 @@ template <LogitSource S>
   return detail::run_rescore<S>(source, nullptr, prompt, candidates, opts);
 }
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

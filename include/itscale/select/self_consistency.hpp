@@ -25,6 +25,7 @@
 #include <utility>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/compute.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/logit_source.hpp"
@@ -36,8 +37,7 @@
 #include "itscale/select/vote.hpp"
 #include "itscale/steps/verifier.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// What a sample's vote weighs.
 enum class vote_weight : std::uint8_t {
@@ -207,5 +207,4 @@ template <LogitSource S, AnswerExtractor E, Verifier V>
   return self_consistency(source, std::span<const request>(&r, 1), extract, verifier, opts);
 }
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

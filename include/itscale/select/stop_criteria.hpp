@@ -32,8 +32,9 @@
 #include <span>
 #include <vector>
 
-namespace itscale {
-inline namespace v0 {
+#include "itscale/core/abi.hpp"
+
+ITSCALE_BEGIN_NAMESPACE
 
 /// P(the leader stays ahead) under the Beta criterion: P(Binomial(top + second + 1, 1/2) <= top)
 /// (exact up to rounding). Precondition: `top >= second`. 0.5 for a tie; tends to 1 as the lead grows.
@@ -147,5 +148,4 @@ inline double regularised_gamma_p(double a, double x, double log_gamma_a) noexce
   return h / std::log(static_cast<double>(c.size()));
 }
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

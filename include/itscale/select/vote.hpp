@@ -23,11 +23,11 @@
 #include <utility>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/types.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// What an answer key must support: copies and `==`. Keys with a `std::hash` specialisation are
 /// counted through a hash map, others by comparison with each distinct answer seen so far.
@@ -166,5 +166,4 @@ template <AnswerKey A>
   return tally_votes(std::span<const std::optional<A>>(answers), weights);
 }
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

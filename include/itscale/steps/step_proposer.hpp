@@ -21,12 +21,12 @@
 #include <utility>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/compute.hpp"
 #include "itscale/core/sequence.hpp"
 #include "itscale/core/types.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// One proposed next step of a node.
 template <class State>
@@ -40,13 +40,18 @@ struct step_candidate {
   State state{};                 ///< the child after the step (not live for a terminal step)
 };
 
-/// A batch request to a proposer: which node, under which id (its random streams), and how many
-/// of its samples were drawn before (so new samples continue its streams).
+/// A batch request to a proposer: which node, under which id (its random streams), how many of
+/// its samples were drawn before (so new samples continue its streams), and how many to draw now.
+/// The ids of one batch must be distinct.
 template <class State>
 struct propose_item {
   State* node = nullptr;
   std::uint32_t id = 0;
   std::uint32_t drawn = 0;
+  /// Samples (or, for a top-k proposer, candidates) for this item; 0 means the call's `n`. Lets
+  /// one batch expand nodes by different amounts (step beam search's uneven refill, REBASE's
+  /// allocation, MCTS's widening) without one call per amount.
+  std::size_t samples = 0;
 };
 
 template <class P>
@@ -56,7 +61,8 @@ concept StepProposer =
       typename P::state;
       /// The root node of a search from `prompt` (`tokens`).
       { p.root(tokens) } -> std::same_as<typename P::state>;
-      /// Up to `n` distinct candidates per item (n samples, identical ones merged), in item order.
+      /// Up to `n` (or the item's `samples`) distinct candidates per item (that many samples,
+      /// identical ones merged), in item order.
       { p.propose(batch, n) } -> std::same_as<std::vector<std::vector<step_candidate<typename P::state>>>>;
       /// The tokens a state holds (prompt and every step so far).
       { cp.tokens_of(std::as_const(s)) } -> std::convertible_to<std::span<const token_id>>;
@@ -68,5 +74,29 @@ concept StepProposer =
       { p.stats() } -> std::same_as<compute_stats&>;
     };
 
-}  // namespace v0
-}  // namespace itscale
+/// The smallest `StepProposer` (state = the token sequence; every node gets one terminal step
+/// holding token 0). For compile-time checks of searches.
+struct step_proposer_archetype {
+  using state = std::vector<token_id>;
+  state root(std::span<const token_id> prompt) { return {prompt.begin(), prompt.end()}; }
+  std::vector<std::vector<step_candidate<state>>> propose(std::span<const propose_item<state>> batch, std::size_t) {
+    std::vector<std::vector<step_candidate<state>>> out(batch.size());
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      step_candidate<state> c{.tokens = {0}, .terminal = true, .stop = stop_reason::eos, .state = *batch[i].node};
+      c.state.push_back(0);
+      out[i].push_back(std::move(c));
+    }
+    return out;
+  }
+  [[nodiscard]] std::span<const token_id> tokens_of(const state& s) const noexcept { return s; }
+  [[nodiscard]] bool is_live(const state&) const noexcept { return true; }
+  void drop(state&) noexcept {}
+  void restore(state&) {}
+  compute_stats& stats() noexcept { return stats_; }
+
+ private:
+  compute_stats stats_;
+};
+static_assert(StepProposer<step_proposer_archetype>);
+
+ITSCALE_END_NAMESPACE

@@ -19,12 +19,12 @@
 #include <utility>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/compute.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/types.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// One pair to score.
 struct verify_item {
@@ -134,5 +134,4 @@ enum class step_aggregation : std::uint8_t { last, min, product, mean };
   return how == step_aggregation::mean ? acc / static_cast<double>(step_scores.size()) : acc;
 }
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

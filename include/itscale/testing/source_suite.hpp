@@ -36,14 +36,14 @@
 #include <utility>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/logit_source.hpp"
 #include "itscale/core/scoring.hpp"
 #include "itscale/core/types.hpp"
 #include "itscale/kernels/reduce.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 namespace testing {
 
 struct source_suite_options {
@@ -659,5 +659,4 @@ void check_logit_source(Make make_source, source_suite_options opt = {}) {
 }
 
 }  // namespace testing
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -16,10 +16,10 @@
 #include <system_error>
 #include <utility>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/errors.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 namespace detail {
 
 /// `a * b`, or `false` when it overflows 64 bits (header values multiply into sizes).
@@ -121,5 +121,4 @@ class binary_reader {
 };
 
 }  // namespace detail
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -23,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/detail/validate_tokens.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/logit_source.hpp"
@@ -30,8 +31,7 @@
 #include "itscale/kernels/reduce.hpp"
 #include "itscale/kernels/softmax.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// A type a combinator can hold as a member: a `LogitSource` object type (owned) or a non-const
 /// lvalue reference to one (borrowed).
@@ -429,5 +429,4 @@ class combined_source {
 };
 
 }  // namespace detail
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -28,11 +28,11 @@
 #include <utility>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/backends/support/block_table_tree.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 /// Memory accounting of a `paged_kv_cache`.
 struct kv_cache_stats {
@@ -329,5 +329,4 @@ class paged_kv_cache {
   std::size_t held_ = 0;  // blocks whose memory is allocated
 };
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -12,10 +12,10 @@
 #include <cstring>
 #include <vector>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/logit_source.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 namespace detail {
 
 template <LogitSource S>
@@ -148,5 +148,4 @@ class handle_guard {
 };
 
 }  // namespace detail
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

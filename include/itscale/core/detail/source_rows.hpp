@@ -8,12 +8,12 @@
 #include <span>
 #include <string>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/types.hpp"
 #include "itscale/kernels/reduce.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 
 namespace detail {
 
@@ -41,5 +41,4 @@ inline bool ends_with(std::span<const token_id> tokens, std::span<const token_id
 
 }  // namespace detail
 
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -6,11 +6,11 @@
 #include <span>
 #include <string>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/types.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 namespace detail {
 
 /// Throws `invalid_input` naming `what` when a token is negative or `>= vocab`.
@@ -34,5 +34,4 @@ inline void check_extend_shape(std::size_t parents, std::size_t tokens, std::siz
 }
 
 }  // namespace detail
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

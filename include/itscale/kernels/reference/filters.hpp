@@ -13,12 +13,12 @@
 #include <numeric>
 #include <span>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/types.hpp"
 #include "itscale/kernels/reference/reduce.hpp"
 #include "itscale/kernels/reference/top_k.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 namespace kernels {
 namespace reference {
 
@@ -72,5 +72,4 @@ inline std::size_t mask_below_collect(std::span<float> row, float threshold, std
 
 }  // namespace reference
 }  // namespace kernels
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -10,10 +10,10 @@
 #include <limits>
 #include <span>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/kernels/kernel_types.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 namespace kernels {
 namespace reference {
 
@@ -61,5 +61,4 @@ namespace reference {
 
 }  // namespace reference
 }  // namespace kernels
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -10,10 +10,10 @@
 #include <cmath>
 #include <span>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/kernels/reference/reduce.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 namespace kernels {
 namespace reference {
 
@@ -44,5 +44,4 @@ inline void log_softmax(std::span<float> row) noexcept { log_softmax(row, row); 
 
 }  // namespace reference
 }  // namespace kernels
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -13,11 +13,11 @@
 #include <limits>
 #include <span>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/core/types.hpp"
 #include "itscale/kernels/kernel_types.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 namespace kernels {
 namespace reference {
 
@@ -84,5 +84,4 @@ inline std::size_t top_k_rows(std::span<const std::span<const float>> rows, std:
 
 }  // namespace reference
 }  // namespace kernels
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

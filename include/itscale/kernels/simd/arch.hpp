@@ -18,10 +18,11 @@
 
 #if XSIMD_WITH_SSE2 || XSIMD_WITH_AVX || XSIMD_WITH_AVX512F
 #include <immintrin.h>
+
+#include "itscale/core/abi.hpp"
 #endif
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 namespace kernels {
 namespace simd {
 namespace detail {
@@ -247,5 +248,4 @@ template <class Arch>
 }  // namespace detail
 }  // namespace simd
 }  // namespace kernels
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

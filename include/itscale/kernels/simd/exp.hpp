@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/kernels/simd/arch.hpp"
 
 // Always inlined: a call would pass the batches through memory, and in a large translation unit GCC
@@ -36,8 +37,7 @@
 #define ITSCALE_EXP_INLINE inline
 #endif
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 namespace kernels {
 namespace simd {
 namespace detail {
@@ -129,7 +129,6 @@ template <class Arch>
 }  // namespace detail
 }  // namespace simd
 }  // namespace kernels
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE
 
 #undef ITSCALE_EXP_INLINE

@@ -12,10 +12,10 @@
 #include <limits>
 #include <span>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/kernels/simd/select.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 namespace kernels {
 namespace simd {
 
@@ -541,5 +541,4 @@ std::size_t top_p_mask(std::span<float> row, double p, std::span<std::uint64_t> 
 
 }  // namespace simd
 }  // namespace kernels
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

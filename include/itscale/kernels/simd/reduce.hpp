@@ -11,12 +11,12 @@
 #include <limits>
 #include <span>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/kernels/kernel_types.hpp"
 #include "itscale/kernels/simd/arch.hpp"
 #include "itscale/kernels/simd/exp.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 namespace kernels {
 namespace simd {
 
@@ -321,5 +321,4 @@ template <class Arch>
 
 }  // namespace simd
 }  // namespace kernels
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

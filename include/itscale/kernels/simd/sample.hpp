@@ -7,11 +7,11 @@
 #include <cstddef>
 #include <span>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/kernels/simd/exp.hpp"
 #include "itscale/kernels/simd/reduce.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 namespace kernels {
 namespace simd {
 
@@ -91,5 +91,4 @@ template <class Arch>
 
 }  // namespace simd
 }  // namespace kernels
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

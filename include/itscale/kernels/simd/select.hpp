@@ -26,11 +26,11 @@
 #include <cstdint>
 #include <span>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/kernels/kernel_types.hpp"
 #include "itscale/kernels/simd/reduce.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 namespace kernels {
 namespace simd {
 
@@ -433,5 +433,4 @@ std::size_t beam_select(std::span<const std::span<const float>> rows, std::span<
 
 }  // namespace simd
 }  // namespace kernels
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

@@ -26,10 +26,10 @@
 #include <cstddef>
 #include <span>
 
+#include "itscale/core/abi.hpp"
 #include "itscale/kernels/simd/reduce.hpp"
 
-namespace itscale {
-inline namespace v0 {
+ITSCALE_BEGIN_NAMESPACE
 namespace kernels {
 namespace simd {
 
@@ -75,5 +75,4 @@ void log_softmax(std::span<const float> in, std::span<float> out) noexcept {
 
 }  // namespace simd
 }  // namespace kernels
-}  // namespace v0
-}  // namespace itscale
+ITSCALE_END_NAMESPACE

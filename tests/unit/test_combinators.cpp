@@ -24,7 +24,6 @@
 #include <itscale/backends/ensemble_source.hpp>
 #include <itscale/search.hpp>
 
-#include "instrumented_source.hpp"
 #include <itscale/testing/source_suite.hpp>
 
 using itscale::token_id;
@@ -253,7 +252,12 @@ class split_after_prompt {
     handle h = s_.prefill(p.first(3));
     for (std::size_t i = 3; i < p.size(); ++i) {
       handle next{};
-      s_.extend(std::span(&h, 1), p.subspan(i, 1), std::span(&next, 1));
+      try {
+        s_.extend(std::span(&h, 1), p.subspan(i, 1), std::span(&next, 1));
+      } catch (...) {
+        s_.release(h);
+        throw;
+      }
       s_.release(h);
       h = next;
     }
@@ -261,6 +265,16 @@ class split_after_prompt {
   }
   void extend(std::span<const handle> parents, std::span<const token_id> t, std::span<handle> kids) {
     s_.extend(parents, t, kids);
+  }
+  handle extend_span(handle parent, std::span<const token_id> t)
+    requires itscale::ScoringLogitSource<S>
+  {
+    return s_.extend_span(parent, t);
+  }
+  [[nodiscard]] itscale::source_capacity capacity() const noexcept
+    requires itscale::SourceWithCapacity<S>
+  {
+    return s_.capacity();
   }
   [[nodiscard]] itscale::logits_view logits() { return s_.logits(); }
   void release(handle h) noexcept { s_.release(h); }
@@ -530,8 +544,7 @@ struct hyp {
 
 template <class S>
 std::vector<std::vector<hyp>> beams(S& s, const std::vector<tokens>& prompts, const itscale::beam_options& o) {
-  std::vector<std::span<const token_id>> spans(prompts.begin(), prompts.end());
-  const auto res = itscale::beam_search(s, std::span<const std::span<const token_id>>(spans), o);
+  const auto res = itscale::beam_search(s, prompts, o);
   std::vector<std::vector<hyp>> out;
   for (std::size_t p = 0; p < res.prompts.size(); ++p) {
     out.emplace_back();
@@ -585,9 +598,12 @@ TEST_CASE("combinators: greedy, sampling, beam, diverse and stochastic beam sear
         s, std::span<const std::span<const token_id>>(spans),
         {.beam = {.num_beams = 4, .num_return_sequences = 2, .stop = {.max_new_tokens = 5}}, .num_beam_groups = 2,
          .diversity_penalty = 0.5});
-    CHECK(d.size() == 2);
-    const auto st = itscale::stochastic_beam_search(s, prompts, {.num_samples = 3, .stop = {.max_new_tokens = 5}, .seed = 1});
-    CHECK(st.size() == 2);
+    CHECK(d.prompts.size() == 2);
+    CHECK(d.size() == 4);
+    const auto st = itscale::stochastic_beam_search(s, std::span<const std::span<const token_id>>(spans),
+                                                    {.num_samples = 3, .stop = {.max_new_tokens = 5}, .seed = 1});
+    CHECK(st.prompts.size() == 2);
+    CHECK(st.size() == 6);
     CHECK(s.live_handles() == 0);
   };
   SUBCASE("ensemble") { run_all(ens); }
@@ -778,49 +794,6 @@ TEST_CASE("combinators: destroying a combinator releases the member handles it s
 
 namespace {
 
-// The hash LM plus teacher forcing: extend_span(parent, tokens) -> one handle, a row per prefix.
-class span_lm {
- public:
-  using handle = hash_lm::handle;
-  span_lm(std::size_t vocab, std::uint64_t seed) : lm_(vocab, seed) {}
-  [[nodiscard]] std::size_t vocab_size() const noexcept { return lm_.vocab_size(); }
-  handle prefill(std::span<const token_id> p) {
-    span_ = false;
-    return lm_.prefill(p);
-  }
-  void extend(std::span<const handle> parents, std::span<const token_id> t, std::span<handle> kids) {
-    span_ = false;
-    lm_.extend(parents, t, kids);
-  }
-  handle extend_span(handle parent, std::span<const token_id> t) {
-    if (t.empty()) throw itscale::invalid_input("span_lm: empty span");
-    const std::size_t v = vocab_size();
-    buf_.resize(t.size() * v);
-    handle cur = parent;
-    for (std::size_t i = 0; i < t.size(); ++i) {
-      handle next{};
-      lm_.extend(std::span(&cur, 1), t.subspan(i, 1), std::span(&next, 1));
-      std::copy_n(lm_.logits().data, v, buf_.begin() + static_cast<std::ptrdiff_t>(i * v));
-      if (i > 0) lm_.release(cur);
-      cur = next;
-    }
-    span_ = true;
-    rows_ = t.size();
-    return cur;
-  }
-  [[nodiscard]] itscale::logits_view logits() noexcept {
-    return span_ ? itscale::logits_view{buf_.data(), rows_, vocab_size()} : lm_.logits();
-  }
-  void release(handle h) noexcept { lm_.release(h); }
-  [[nodiscard]] std::size_t live_handles() const noexcept { return lm_.live_handles(); }
-
- private:
-  hash_lm lm_;
-  std::vector<float> buf_;
-  std::size_t rows_ = 0;
-  bool span_ = false;
-};
-
 template <class S>
 concept spans = requires(S& s, typename S::handle h, std::span<const token_id> t) { s.extend_span(h, t); };
 
@@ -859,20 +832,128 @@ void check_span(S& s) {
 }  // namespace
 
 TEST_CASE("combinators: extend_span is forwarded when every member has it") {
-  // hash_lm has extend_span too; the instrumented wrapper forwards none.
-  using no_span_lm = test_support::instrumented_source<hash_lm>;
-  static_assert(!spans<itscale::ensemble_source<no_span_lm, span_lm>>);  // not every member can
-  static_assert(spans<itscale::ensemble_source<span_lm, span_lm>>);
-  static_assert(spans<itscale::contrastive_source<span_lm, span_lm&>>);
-  static_assert(spans<itscale::cfg_source<span_lm>> && !spans<itscale::cfg_source<no_span_lm>>);
-  auto ens = itscale::make_ensemble({.mode = itscale::ensemble_mode::mixture}, span_lm(V, 1), span_lm(V, 2));
+  static_assert(!spans<itscale::ensemble_source<hash_lm, itscale::logit_source_archetype>>);  // not every member can
+  static_assert(spans<itscale::ensemble_source<hash_lm, hash_lm&>>);
+  static_assert(itscale::ScoringLogitSource<itscale::contrastive_source<hash_lm, hash_lm&>>);
+  static_assert(itscale::ScoringLogitSource<itscale::cfg_source<hash_lm>>);
+  static_assert(!itscale::ScoringLogitSource<itscale::cfg_source<itscale::logit_source_archetype>>);
+  auto ens = itscale::make_ensemble({.mode = itscale::ensemble_mode::mixture}, hash_lm(V, 1), hash_lm(V, 2));
   check_span(ens);
   CHECK(ens.member<0>().live_handles() == 0);
-  auto cd = itscale::make_contrastive(span_lm(V, 1), span_lm(V, 2), {.alpha = 0.7});
+  auto cd = itscale::make_contrastive(hash_lm(V, 1), hash_lm(V, 2), {.alpha = 0.7});
   check_span(cd);
-  auto cfg = itscale::make_cfg(span_lm(V, 3), {.gamma = 1.7, .unconditional_prompt = {0}});
+  auto cfg = itscale::make_cfg(hash_lm(V, 3), {.gamma = 1.7, .unconditional_prompt = {0}});
   check_span(cfg);
   CHECK(cfg.model().live_handles() == 0);
+}
+
+// ---- capacity is forwarded when a member declares it -------------------------------------------
+
+namespace {
+
+// The hash LM with limits it declares and enforces (all-or-nothing): at most `live` handles and
+// sequences of at most `context` tokens (0 = unbounded).
+class limited_lm {
+ public:
+  using handle = hash_lm::handle;
+  limited_lm(std::uint64_t seed, std::size_t live, std::size_t context) : lm_(V, seed), cap_{live, context} {}
+  [[nodiscard]] std::size_t vocab_size() const noexcept { return V; }
+  [[nodiscard]] itscale::source_capacity capacity() const noexcept { return cap_; }
+  handle prefill(std::span<const token_id> p) {
+    fits(p.size());
+    room(1);
+    const handle h = lm_.prefill(p);
+    len(h) = p.size();
+    return h;
+  }
+  void extend(std::span<const handle> parents, std::span<const token_id> t, std::span<handle> kids) {
+    itscale::detail::check_extend_shape(parents.size(), t.size(), kids.size());
+    std::vector<std::size_t> n;
+    for (handle p : parents) n.push_back(len(p) + 1);
+    for (std::size_t x : n) fits(x);
+    room(parents.size());
+    lm_.extend(parents, t, kids);
+    for (std::size_t i = 0; i < kids.size(); ++i) len(kids[i]) = n[i];
+  }
+  handle extend_span(handle parent, std::span<const token_id> t) {
+    const std::size_t n = len(parent) + t.size();
+    fits(n);
+    room(1);
+    const handle h = lm_.extend_span(parent, t);
+    len(h) = n;
+    return h;
+  }
+  [[nodiscard]] itscale::logits_view logits() noexcept { return lm_.logits(); }
+  void release(handle h) noexcept { lm_.release(h); }
+  [[nodiscard]] std::size_t live_handles() const noexcept { return lm_.live_handles(); }
+
+ private:
+  void fits(std::size_t n) const {
+    if (cap_.max_context != 0 && n > cap_.max_context) throw itscale::invalid_input("limited_lm: context exceeded");
+  }
+  void room(std::size_t n) const {
+    if (cap_.max_live_sequences != 0 && lm_.live_handles() + n > cap_.max_live_sequences)
+      throw itscale::invalid_input("limited_lm: out of sequence slots");
+  }
+  std::size_t& len(handle h) {
+    if (h >= lens_.size()) lens_.resize(h + 1, 0);
+    return lens_[h];
+  }
+  hash_lm lm_;
+  itscale::source_capacity cap_;
+  std::vector<std::size_t> lens_;
+};
+static_assert(itscale::SourceWithCapacity<limited_lm> && itscale::ScoringLogitSource<limited_lm>);
+
+}  // namespace
+
+TEST_CASE("combinators: capacity is the tightest a member allows, and the suite's limit checks hold") {
+  static_assert(!itscale::SourceWithCapacity<itscale::ensemble_source<hash_lm, hash_lm>>);
+  static_assert(itscale::SourceWithCapacity<itscale::ensemble_source<hash_lm, limited_lm>>);
+  static_assert(itscale::SourceWithCapacity<itscale::cfg_source<limited_lm&>>);
+
+  SUBCASE("ensemble and contrastive: the shortest context, the fewest slots") {
+    // (The suite's search tree holds up to 13 handles at once.)
+    auto e = itscale::make_ensemble(limited_lm(1, 40, 12), limited_lm(2, 32, 16), hash_lm(V, 3));
+    CHECK(e.capacity() == itscale::source_capacity{32, 12});
+    itscale::testing::check_logit_source(
+        [] { return itscale::make_ensemble(limited_lm(1, 40, 12), limited_lm(2, 32, 16), hash_lm(V, 3)); });
+    itscale::testing::check_logit_source(
+        [] { return itscale::make_contrastive(limited_lm(1, 0, 9), limited_lm(2, 20, 0), {.alpha = 0.5}); });
+  }
+  SUBCASE("one object borrowed twice gives each ensemble handle two of its slots") {
+    limited_lm lm(1, 7, 0);
+    auto e = itscale::make_ensemble(lm, lm);
+    CHECK(e.capacity() == itscale::source_capacity{3, 0});
+    std::vector<decltype(e)::handle> hs;
+    for (int i = 0; i < 3; ++i) hs.push_back(e.prefill(prompt_a));
+    for (auto h : hs) e.release(h);
+    limited_lm one(1, 1, 0);
+    CHECK_THROWS_AS((void)itscale::make_ensemble(one, one), itscale::invalid_input);
+    CHECK_NOTHROW((void)itscale::make_ensemble(one, limited_lm(2, 1, 0)));
+  }
+  SUBCASE("cfg: half the slots; the context less the unconditional prompt's extra tokens, enforced") {
+    limited_lm lm(1, 65, 12);
+    auto g = itscale::make_cfg(lm, {.gamma = 1.5, .unconditional_prompt = {0, 0, 0}});
+    CHECK(g.capacity() == itscale::source_capacity{32, 10});
+    itscale::testing::check_logit_source([] {
+      return split_after_prompt(
+          itscale::make_cfg(limited_lm(1, 65, 12), {.gamma = 1.5, .unconditional_prompt = {0, 0, 0}}));
+    });
+    // 32 handles at once (16 prefilled, sharing the unconditional prompt, and their 16 children).
+    std::vector<decltype(g)::handle> hs(16), kids(16);
+    for (auto& h : hs) h = g.prefill(prompt_a);
+    g.extend(hs, tokens(16, 1), kids);
+    CHECK(lm.live_handles() == 16 + 1 + 32);
+    for (auto h : hs) g.release(h);
+    CHECK(lm.live_handles() == 32);
+    for (auto h : kids) g.release(h);
+    limited_lm one(1, 1, 0);
+    CHECK_THROWS_AS((void)itscale::make_cfg(one, {.gamma = 1.5, .unconditional_prompt = {0}}), itscale::invalid_input);
+    CHECK_THROWS_AS((void)itscale::make_cfg(lm, {.gamma = 1.5, .unconditional_prompt = tokens(13, 0)}),
+                    itscale::invalid_option);
+    CHECK(lm.live_handles() == 0);
+  }
 }
 
 // ---- bad input ------------------------------------------------------------------------------------

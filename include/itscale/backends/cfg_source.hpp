@@ -94,10 +94,21 @@ class cfg_source {
     root_lp_.assign(vocab_, 0.0f);
     cond_lp_.assign(vocab_, 0.0f);
     uncond_lp_.assign(vocab_, 0.0f);
+    const source_capacity m = capacity_of(model_);
+    if (m.max_live_sequences == 1)
+      throw invalid_input("itscale: cfg_source: the model holds 1 live sequence; each guided handle needs 2");
+    if (m.max_context != 0 && opts_.unconditional_prompt.size() > m.max_context)
+      throw invalid_option("itscale: cfg_options.unconditional_prompt has " +
+                           std::to_string(opts_.unconditional_prompt.size()) + " tokens, more than the model's context (" +
+                           std::to_string(m.max_context) + ")");
+    capacity_.max_live_sequences = m.max_live_sequences / 2;
+    // A handle of n tokens made from a prompt of p >= 1 tokens has an unconditional sequence of
+    // n - p + |unconditional_prompt| <= n + |unconditional_prompt| - 1 tokens.
+    if (m.max_context != 0) capacity_.max_context = m.max_context - (opts_.unconditional_prompt.size() - 1);
   }
   cfg_source(cfg_source&& o) noexcept(std::is_nothrow_move_constructible_v<M>)
       : model_(std::forward<M>(o.model_)), opts_(std::move(o.opts_)), vocab_(o.vocab_), c_cond_(o.c_cond_),
-        c_uncond_(o.c_uncond_), table_(std::exchange(o.table_, {})), root_(o.root_),
+        c_uncond_(o.c_uncond_), capacity_(o.capacity_), table_(std::exchange(o.table_, {})), root_(o.root_),
         root_refs_(std::exchange(o.root_refs_, 0)), root_lp_(std::move(o.root_lp_)), cond_lp_(std::move(o.cond_lp_)),
         uncond_lp_(std::move(o.uncond_lp_)), out_(std::move(o.out_)),
         rows_(std::exchange(o.rows_, 0)) {}
@@ -114,6 +125,7 @@ class cfg_source {
   /// The conditional sequence is `prompt`; the unconditional one is the options' prompt, shared.
   handle prefill(std::span<const token_id> prompt) {
     check_prompt(prompt, "prompt");
+    check_length(prompt.size());
     reserve(1, 1);
     const bool made_root = root_refs_ == 0;
     if (made_root) {
@@ -141,7 +153,7 @@ class cfg_source {
       if (made_root) model_.release(root_);
       throw;
     }
-    return finish_prefill(c, root_, true, root_lp_);
+    return finish_prefill({c, root_, true, prompt.size()}, root_lp_);
   }
 
   /// A handle whose unconditional sequence is `unconditional` (e.g. a per-request negative prompt)
@@ -149,6 +161,7 @@ class cfg_source {
   handle prefill(std::span<const token_id> prompt, std::span<const token_id> unconditional) {
     check_prompt(prompt, "prompt");
     check_prompt(unconditional, "unconditional prompt");
+    check_length(prompt.size());
     reserve(1, 1);
     const mhandle u = model_.prefill(unconditional);
     mhandle c{};
@@ -167,7 +180,7 @@ class cfg_source {
       model_.release(u);
       throw;
     }
-    return finish_prefill(c, u, false, uncond_lp_);
+    return finish_prefill({c, u, false, prompt.size()}, uncond_lp_);
   }
 
   /// One batched `extend` of 2n rows on the model: the conditional children, then the
@@ -179,11 +192,14 @@ class cfg_source {
     parents2_.resize(2 * n);
     tokens2_.resize(2 * n);
     kids2_.resize(2 * n);
+    lengths_.resize(n);
     for (std::size_t i = 0; i < n; ++i) {
       const entry& e = table_.at(parents[i], name);  // a dead parent throws before the model is called
+      check_length(e.length + 1);
       parents2_[i] = e.cond;
       parents2_[n + i] = e.uncond;
       tokens2_[i] = tokens2_[n + i] = tokens[i];
+      lengths_[i] = e.length + 1;
     }
     reserve(n, n);
     model_.extend(parents2_, tokens2_, kids2_);
@@ -200,7 +216,7 @@ class cfg_source {
       combine(cond_lp_, uncond_lp_, std::span<float>(out_.data() + r * vocab_, vocab_));
     }
     rows_ = n;
-    for (std::size_t i = 0; i < n; ++i) children[i] = table_.acquire({kids2_[i], kids2_[n + i], false});
+    for (std::size_t i = 0; i < n; ++i) children[i] = table_.acquire({kids2_[i], kids2_[n + i], false, lengths_[i]});
   }
 
   /// Teacher forcing when the model can: one `extend_span` for each of the two sequences; one row
@@ -212,6 +228,7 @@ class cfg_source {
     detail::check_tokens(tokens, vocab_, "tokens");
     const entry e = table_.at(parent, name);
     const std::size_t n = tokens.size();
+    check_length(e.length + n);
     reserve(1, n);
     span_cond_.resize(n * vocab_);
     const mhandle c = model_.extend_span(e.cond, tokens);
@@ -240,7 +257,7 @@ class cfg_source {
               std::span<float>(out_.data() + r * vocab_, vocab_));
     }
     rows_ = n;
-    return table_.acquire({c, u, false});
+    return table_.acquire({c, u, false, e.length + n});
   }
 
   [[nodiscard]] logits_view logits() noexcept { return {out_.data(), rows_, vocab_}; }
@@ -254,6 +271,17 @@ class cfg_source {
   /// Number of live handles of the combinator (each holds two sequences of the model).
   [[nodiscard]] std::size_t live_handles() const noexcept { return table_.size(); }
 
+  /// The limits, when the model declares some: half its live sequences (each handle holds two),
+  /// and the longest conditional sequence whose unconditional sequence (from the options' prompt)
+  /// still fits the model's context: `max_context - (|unconditional_prompt| - 1)`, enforced here
+  /// (`invalid_input`, nothing created). Handles made with their own unconditional prompt may be
+  /// rejected earlier by the model, when that prompt is longer.
+  [[nodiscard]] source_capacity capacity() const noexcept
+    requires SourceWithCapacity<model_type>
+  {
+    return capacity_;
+  }
+
   [[nodiscard]] model_type& model() noexcept { return model_; }
   [[nodiscard]] const cfg_options& options() const noexcept { return opts_; }
 
@@ -261,7 +289,8 @@ class cfg_source {
   struct entry {
     mhandle cond{};
     mhandle uncond{};
-    bool shared = false;  // uncond is the shared root (reference-counted)
+    bool shared = false;     // uncond is the shared root (reference-counted)
+    std::size_t length = 0;  // tokens of the conditional sequence
   };
 
   void check_prompt(std::span<const token_id> p, const char* what) const {
@@ -281,12 +310,19 @@ class cfg_source {
     detail::check_member_rows(model_.logits(), rows, vocab_, name, what);
   }
 
-  handle finish_prefill(mhandle c, mhandle u, bool shared, std::span<const float> uncond_lp) noexcept {
+  handle finish_prefill(const entry& e, std::span<const float> uncond_lp) noexcept {
     detail::log_softmax_or_masked(model_.logits().row(0), cond_lp_);
     combine(cond_lp_, uncond_lp, std::span<float>(out_.data(), vocab_));
     rows_ = 1;
-    if (shared) ++root_refs_;
-    return table_.acquire({c, u, shared});
+    if (e.shared) ++root_refs_;
+    return table_.acquire(e);
+  }
+
+  // The declared context (see `capacity`): `invalid_input` for a longer conditional sequence.
+  void check_length(std::size_t n) const {
+    if (capacity_.max_context != 0 && n > capacity_.max_context)
+      throw invalid_input("itscale: cfg_source: a sequence of " + std::to_string(n) + " tokens exceeds the context of " +
+                          std::to_string(capacity_.max_context) + " (the model's, less the unconditional prompt's length - 1)");
   }
 
   // gamma * cond + (1 - gamma) * uncond, without inf - inf (see the file comment).
@@ -317,11 +353,13 @@ class cfg_source {
   cfg_options opts_;
   std::size_t vocab_;
   float c_cond_ = 1, c_uncond_ = 0;
+  source_capacity capacity_{};
   detail::handle_table<entry> table_;
   mhandle root_{};
   std::size_t root_refs_ = 0;
   std::vector<float> root_lp_, cond_lp_, uncond_lp_, span_cond_, out_;
   std::vector<mhandle> parents2_, kids2_;
+  std::vector<std::size_t> lengths_;
   std::vector<token_id> tokens2_;
   std::size_t rows_ = 0;
 };

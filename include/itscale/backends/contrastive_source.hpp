@@ -21,9 +21,9 @@
 ///     auto cd = itscale::make_contrastive(expert, amateur, {.alpha = 0.5, .beta = 0.1});
 ///     auto out = itscale::generate(cd, prompts, {.stop = {.max_new_tokens = 64}});
 ///
-/// Members (lvalues borrowed, rvalues owned), handles and all-or-nothing calls as in
-/// `ensemble_source`: one call on the combinator is one call on the expert, then one on the
-/// amateur.
+/// Members (lvalues borrowed, rvalues owned), handles, all-or-nothing calls and capabilities
+/// (`extend_span`, `capacity`) as in `ensemble_source`: one call on the combinator is one call on
+/// the expert, then one on the amateur.
 
 #include <cmath>
 #include <cstddef>

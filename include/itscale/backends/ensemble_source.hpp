@@ -26,7 +26,10 @@
 /// is exactly one call of the same kind per member, in member order (members with weight 0
 /// included). Calls are all-or-nothing: if member k throws, or returns NaN or +inf
 /// (`backend_error`), the handles members 0..k created in that call are released. To count each
-/// member's work, pass it wrapped in a `metered_source`.
+/// member's work, pass it wrapped in a `metered_source`. Capabilities: `extend_span` when every
+/// member has it (one `extend_span` per member), `capacity()` when a member declares limits (the
+/// shortest context; the fewest live handles a member object holds, divided by the number of
+/// members that are that object), `live_handles()` (the ensemble's own handles), `member<K>()`.
 
 #include <algorithm>
 #include <cmath>

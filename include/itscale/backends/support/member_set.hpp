@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <memory>
 #include <limits>
 #include <span>
 #include <string>
@@ -320,6 +321,15 @@ class combined_source {
   /// Number of live handles of the combinator (each holds one handle per member).
   [[nodiscard]] std::size_t live_handles() const noexcept { return table_.size(); }
 
+  /// The limits, when a member declares some: the shortest `max_context` of the members (the
+  /// sequences of every member have the combinator's length), and the fewest handles any member
+  /// object can hold, divided by the number of members that are that same object.
+  [[nodiscard]] source_capacity capacity() const noexcept
+    requires(SourceWithCapacity<member_source_t<Ms>> || ...)
+  {
+    return capacity_;
+  }
+
   /// Member `K` (in construction order).
   template <std::size_t K>
   [[nodiscard]] auto& member() noexcept {
@@ -341,10 +351,11 @@ class combined_source {
                             " has vocab size " + std::to_string(v[k]) + ", member 0 has " + std::to_string(v[0]) +
                             ": members must share one vocabulary");
     vocab_ = v[0];
+    capacity_ = combined_capacity(std::index_sequence_for<Ms...>{});
   }
   combined_source(combined_source&& o) noexcept(std::is_nothrow_move_constructible_v<member_set<Ms...>>)
       : set_(std::move(o.set_)), table_(std::exchange(o.table_, {})), out_(std::move(o.out_)),
-        rows_(std::exchange(o.rows_, 0)), vocab_(o.vocab_) {}
+        rows_(std::exchange(o.rows_, 0)), vocab_(o.vocab_), capacity_(o.capacity_) {}
   combined_source& operator=(combined_source&&) = delete;
   /// Releases the members' handles of every handle still live.
   ~combined_source() {
@@ -353,6 +364,28 @@ class combined_source {
 
  private:
   Derived& self() noexcept { return static_cast<Derived&>(*this); }
+
+  template <std::size_t... K>
+  source_capacity combined_capacity(std::index_sequence<K...>) const {
+    const void* object[] = {static_cast<const void*>(std::addressof(set_.template get<K>()))...};
+    const source_capacity caps[] = {capacity_of(set_.template get<K>())...};
+    source_capacity out{};
+    const auto tighter = [](std::size_t& limit, std::size_t v) {
+      if (v != 0 && (limit == 0 || v < limit)) limit = v;
+    };
+    for (std::size_t k = 0; k < sizeof...(K); ++k) {
+      tighter(out.max_context, caps[k].max_context);
+      if (caps[k].max_live_sequences == 0) continue;
+      std::size_t same = 0;  // members that are this very object: each combinator handle takes one each
+      for (std::size_t j = 0; j < sizeof...(K); ++j) same += object[j] == object[k] ? 1u : 0u;
+      if (caps[k].max_live_sequences < same)
+        throw invalid_input(std::string("itscale: ") + Derived::name + ": member " + std::to_string(k) + " holds " +
+                            std::to_string(caps[k].max_live_sequences) + " live sequences, fewer than the " +
+                            std::to_string(same) + " each combinator handle needs of it");
+      tighter(out.max_live_sequences, caps[k].max_live_sequences / same);
+    }
+    return out;
+  }
 
   template <std::size_t... K>
   void gather(std::span<const handle> parents, std::index_sequence<K...>) {
@@ -392,6 +425,7 @@ class combined_source {
   std::vector<handle> made_;
   std::size_t rows_ = 0;
   std::size_t vocab_ = 0;
+  source_capacity capacity_{};
 };
 
 }  // namespace detail

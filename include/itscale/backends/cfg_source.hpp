@@ -189,10 +189,12 @@ class cfg_source {
     detail::check_extend_shape(parents.size(), tokens.size(), children.size());
     detail::check_tokens(tokens, vocab_, "tokens");
     const std::size_t n = parents.size();
-    parents2_.resize(2 * n);
-    tokens2_.resize(2 * n);
-    kids2_.resize(2 * n);
-    lengths_.resize(n);
+    // assign, not resize: every element is overwritten below, and g++ 12 -O3 reports a
+    // false stringop-overflow in resize's relocation path (-Werror in CI).
+    parents2_.assign(2 * n, mhandle{});
+    tokens2_.assign(2 * n, token_id{});
+    kids2_.assign(2 * n, mhandle{});
+    lengths_.assign(n, std::size_t{0});
     for (std::size_t i = 0; i < n; ++i) {
       const entry& e = table_.at(parents[i], name);  // a dead parent throws before the model is called
       check_length(e.length + 1);

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Obtains llama.cpp's prebuilt CPU libraries and the matching headers, for the llama.cpp peers of
-# bench/kernels.cpp (CMake option ITSCALE_BENCH_LLAMA_CPP=ON runs this at configure time):
+# bench/kernels.cpp and the llama.cpp backend's tests, example and benchmark (CMake options
+# ITSCALE_BENCH_LLAMA_CPP=ON / ITSCALE_LLAMA_CPP=ON run this at configure time, from
+# cmake/itscale_llama_cpp.cmake):
 #
 #   fetch_llama_cpp.sh DEST      (DEST: a directory in the build tree, never the source tree)
 #
@@ -20,7 +22,7 @@ if [[ -f "$stamp" && "$(cat "$stamp")" == "$version" ]]; then exit 0; fi
 rm -f "$stamp"
 
 for tool in npm git; do
-  command -v "$tool" >/dev/null || { echo "fetch_llama_cpp.sh: $tool not found (needed for ITSCALE_BENCH_LLAMA_CPP)" >&2; exit 1; }
+  command -v "$tool" >/dev/null || { echo "fetch_llama_cpp.sh: $tool not found (needed for ITSCALE_LLAMA_CPP / ITSCALE_BENCH_LLAMA_CPP)" >&2; exit 1; }
 done
 
 cd "$dest"

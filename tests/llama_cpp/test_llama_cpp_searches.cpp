@@ -168,3 +168,39 @@ TEST_CASE("[searches] a search that throws gives every sequence id back") {
   CHECK(s.calc.text(g[0].tokens) == "37+45=82;82-18=64;64+9=73;#73");
   CHECK(all_released(small));
 }
+
+TEST_CASE("[searches] with a handle budget, MCTS fits a context with a fixed number of sequence slots") {
+  arith_pair s;
+  const auto prompt = arith::encode_prompt(s.tok, "21+24+97-59-69+1=");
+  // Progressive widening keeps nodes expandable, so they keep their handles (states).
+  const itscale::mcts_options unbounded{.simulations = 64, .leaves_per_round = 2, .samples_per_expansion = 4,
+                                        .widening = {.c = 2, .alpha = 0.5}};
+  // How many sequence slots the unbounded search needs (64 slots are plenty here).
+  itscale::sampling_proposer wide(s.llama, s.proposer(5));
+  const auto r0 = itscale::mcts_search(wide, s.calc, prompt, unbounded);
+  const std::size_t peak = r0.compute.peak_live_handles;
+  // A bounded round holds its L kept states plus the proposer's samples: B = 2 leaves x 4 samples,
+  // and for one extend both the old and the new 8 rows -- L + 16 slots.
+  const std::size_t slots = 20;
+  MESSAGE("MCTS, 64 simulations: peak " << peak << " live handles unbounded; llama.cpp context with n_seq_max = " << slots);
+  REQUIRE(peak > slots);
+  {
+    llama_cpp_source few(gguf("arith-1750.gguf"), {.n_seq_max = slots});
+    itscale::sampling_proposer p(few, s.proposer(5));
+    CHECK_THROWS_AS((void)itscale::mcts_search(p, s.calc, prompt, unbounded), itscale::backend_error);
+    CHECK(all_released(few));
+    auto bounded = unbounded;
+    bounded.max_live_handles = 4;
+    const auto r = itscale::mcts_search(p, s.calc, prompt, bounded);
+    CHECK(r.compute.peak_live_handles <= slots);
+    CHECK(r.compute.reprefills > 0);  // cold nodes gave their slots back and were rebuilt
+    REQUIRE(!r.sequences.empty());
+    MESSAGE("with max_live_handles = 4: peak " << r.compute.peak_live_handles << ", " << r.compute.reprefills
+                                               << " re-prefills; best answer " << s.calc.text(r.sequences[0].tokens)
+                                               << " (unbounded: " << s.calc.text(r0.sequences[0].tokens) << ")");
+    // 21+24+97-59-69+1 = 15, which greedy decoding gets wrong (tests/data/models/README.md).
+    CHECK(s.answer(r.sequences[0].tokens) == 15);
+    CHECK(s.answer(r0.sequences[0].tokens) == 15);
+    CHECK(all_released(few));
+  }
+}

@@ -10,10 +10,17 @@
 //                    outside the source (search, processors, bookkeeping), from the library's own
 //                    metering (compute_stats.source_seconds vs wall_seconds).
 //
+//   release/batch:B  the source alone, as the decoders drive it: B sequences extended by one token
+//                    100 times, each step's parents released after the extend. Counters
+//                    extend_us, release_us (per token) and release_share: the part of the source's
+//                    time spent in `release` (llama_memory_seq_rm), which metered_source does not
+//                    time, so decode's itscale shares above include it.
+//
 // Built with -DITSCALE_LLAMA_CPP=ON. The checkpoints are read from ITSCALE_DATA_DIR/models.
 
 #include <benchmark/benchmark.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdio>
 #include <filesystem>
@@ -73,6 +80,48 @@ void decode(benchmark::State& st) {
 }
 
 BENCHMARK(decode)->ArgName("batch")->Arg(1)->Arg(8)->Arg(32)->UseManualTime()->Unit(benchmark::kMillisecond);
+
+void release(benchmark::State& st) {
+  if (!fs::exists(models_dir / "aidreams260K.gguf")) {
+    st.SkipWithError("aidreams260K.gguf not found in ITSCALE_DATA_DIR/models");
+    return;
+  }
+  static const itscale::llama_cpp_model_ptr gguf = itscale::load_llama_cpp_model(models_dir / "aidreams260K.gguf");
+  using clock = std::chrono::steady_clock;
+  const auto batch = static_cast<std::size_t>(st.range(0));
+  double ext = 0, rel = 0, tokens = 0;
+  for (auto _ : st) {
+    double it_ext = 0, it_rel = 0;
+    itscale::llama_cpp_source s(gguf, {.n_seq_max = 64, .n_ctx = 4096, .threads = 1});
+    const std::vector<token_id> prompt = {1, 300, 301, 302, 303, 304, 305};
+    const auto p = s.prefill(prompt);
+    std::vector<itscale::llama_cpp_source::handle> cur(batch, p), next(batch);
+    std::vector<token_id> toks(batch);
+    for (std::size_t step = 0; step < 100; ++step) {
+      for (std::size_t b = 0; b < batch; ++b) toks[b] = static_cast<token_id>(3 + (step * 31 + b * 7) % 500);
+      const auto t0 = clock::now();
+      s.extend(cur, toks, next);
+      const auto t1 = clock::now();
+      if (step == 0) s.release(p);
+      else
+        for (auto h : cur) s.release(h);
+      const auto t2 = clock::now();
+      it_ext += std::chrono::duration<double>(t1 - t0).count();
+      it_rel += std::chrono::duration<double>(t2 - t1).count();
+      std::swap(cur, next);
+    }
+    for (auto h : cur) s.release(h);
+    st.SetIterationTime(it_ext + it_rel);
+    ext += it_ext;
+    rel += it_rel;
+    tokens += 100.0 * static_cast<double>(batch);
+  }
+  st.counters["extend_us"] = tokens > 0 ? ext / tokens * 1e6 : 0;
+  st.counters["release_us"] = tokens > 0 ? rel / tokens * 1e6 : 0;
+  st.counters["release_share"] = ext + rel > 0 ? rel / (ext + rel) : 0;
+}
+
+BENCHMARK(release)->ArgName("batch")->Arg(1)->Arg(8)->Arg(32)->UseManualTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

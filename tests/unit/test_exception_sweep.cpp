@@ -229,6 +229,14 @@ TEST_CASE("exception sweep: step-level searches and MCTS") {
   sweep("best-first", 1, step_run([&](auto& p, auto& v) {
           return itscale::best_first_search(p, v, prompt, {.expansions = 3}, {.max_live_handles = 8});
         }));
+  // Token-level MCTS: the top-k proposer expands a node into its k best next tokens.
+  sweep("MCTS (top_k_proposer, token level)", 1, [&](world& w) {
+    auto v = w.verifier();
+    itscale::top_k_proposer prop(w.src(), {.eos_token_id = {0}, .max_sequence_tokens = 7});
+    checked([&] { (void)itscale::mcts_search(prop, v, prompt, {.simulations = 10, .leaves_per_round = 2, .samples_per_expansion = 3,
+                                                                .max_live_handles = 5}); },
+            [&] { return w.live(); });
+  });
   // A handle budget below the tree's size: cold nodes give their handles back and are re-prefilled.
   sweep("MCTS", 1, step_run([&](auto& p, auto& v) {
           return itscale::mcts_search(p, v, prompt,

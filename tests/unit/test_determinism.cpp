@@ -193,26 +193,16 @@ outcome best_of_n(itscale::llama2c_model& m, std::size_t first, std::size_t last
   return o;
 }
 
-outcome of_steps(const itscale::step_search_result& r) {
-  outcome o;
-  for (const auto& g : r) {
-    o.seqs.push_back(g.tokens);
-    o.scores.push_back(g.logprob_sum);
-    o.scores.push_back(g.score);
-  }
-  return o;
-}
-
 outcome dvts(itscale::llama2c_model& m, std::size_t first, std::size_t) {
   auto v = env().verifier;
   itscale::sampling_proposer p(m, env().steps());
-  return of_steps(itscale::dvts(p, v, env().prompts[first], {.num_candidates = 6, .expansions = 2, .num_return_sequences = 3}));
+  return of(itscale::dvts(p, v, env().prompts[first], {.num_candidates = 6, .expansions = 2, .num_return_sequences = 3}).sequences);
 }
 
 outcome rebase(itscale::llama2c_model& m, std::size_t first, std::size_t) {
   auto v = env().verifier;
   itscale::sampling_proposer p(m, env().steps());
-  return of_steps(itscale::rebase(p, v, env().prompts[first], {.width = 6, .num_return_sequences = 3}));
+  return of(itscale::rebase(p, v, env().prompts[first], {.width = 6, .num_return_sequences = 3}).sequences);
 }
 
 outcome mcts(itscale::llama2c_model& m, std::size_t first, std::size_t) {

@@ -184,6 +184,13 @@ TEST_CASE("bad input: top_k = 0 or > V") {
   // top_k = 0 is "off" (documented in sampling_options, HF's convention): the full distribution.
   o.top_k = 0;
   CHECK_NOTHROW((void)itscale::generate(lm, P(), o));
+  // num_beams > V is not bad input: beams are sequences, of which there are V^n after n steps.
+  itscale::hash_lm small(4, 1);
+  const auto r = itscale::beam_search(small, P(), {.num_beams = 9, .num_return_sequences = 9, .stop = {.max_new_tokens = 3}});
+  REQUIRE(r.sequences.size() == 9);
+  for (std::size_t i = 0; i < 9; ++i)
+    for (std::size_t j = 0; j < i; ++j) CHECK(r.sequences[i].tokens != r.sequences[j].tokens);
+  CHECK(small.live_handles() == 0);
   CHECK(lm.live_handles() == 0);
 }
 

@@ -131,8 +131,7 @@ class cfg_source {
     if (made_root) {
       root_ = model_.prefill(opts_.unconditional_prompt);
       try {
-        read(1, "the unconditional prompt");
-        detail::log_softmax_or_masked(model_.logits().row(0), root_lp_);
+        detail::log_softmax_or_masked(read(1, "the unconditional prompt").row(0), root_lp_);
       } catch (...) {
         model_.release(root_);
         throw;
@@ -146,14 +145,15 @@ class cfg_source {
         throw;
       }
     }();
+    logits_view cv;
     try {
-      read(1, "the conditional prompt");
+      cv = read(1, "the conditional prompt");
     } catch (...) {
       model_.release(c);
       if (made_root) model_.release(root_);
       throw;
     }
-    return finish_prefill({c, root_, true, prompt.size()}, root_lp_);
+    return finish_prefill({c, root_, true, prompt.size()}, cv.row(0), root_lp_);
   }
 
   /// A handle whose unconditional sequence is `unconditional` (e.g. a per-request negative prompt)
@@ -166,21 +166,21 @@ class cfg_source {
     const mhandle u = model_.prefill(unconditional);
     mhandle c{};
     try {
-      read(1, "the unconditional prompt");
-      detail::log_softmax_or_masked(model_.logits().row(0), uncond_lp_);
+      detail::log_softmax_or_masked(read(1, "the unconditional prompt").row(0), uncond_lp_);
       c = model_.prefill(prompt);
     } catch (...) {
       model_.release(u);
       throw;
     }
+    logits_view cv;
     try {
-      read(1, "the conditional prompt");
+      cv = read(1, "the conditional prompt");
     } catch (...) {
       model_.release(c);
       model_.release(u);
       throw;
     }
-    return finish_prefill({c, u, false, prompt.size()}, uncond_lp_);
+    return finish_prefill({c, u, false, prompt.size()}, cv.row(0), uncond_lp_);
   }
 
   /// One batched `extend` of 2n rows on the model: the conditional children, then the
@@ -205,13 +205,13 @@ class cfg_source {
     }
     reserve(n, n);
     model_.extend(parents2_, tokens2_, kids2_);
+    logits_view v;
     try {
-      read(2 * n, "the model");
+      v = read(2 * n, "the model");
     } catch (...) {
       for (mhandle h : kids2_) model_.release(h);
       throw;
     }
-    const logits_view v = model_.logits();
     for (std::size_t r = 0; r < n; ++r) {
       detail::log_softmax_or_masked(v.row(r), cond_lp_);
       detail::log_softmax_or_masked(v.row(n + r), uncond_lp_);
@@ -236,8 +236,7 @@ class cfg_source {
     const mhandle c = model_.extend_span(e.cond, tokens);
     mhandle u{};
     try {
-      read(n, "the model");
-      const logits_view v = model_.logits();
+      const logits_view v = read(n, "the model");
       for (std::size_t r = 0; r < n; ++r)
         detail::log_softmax_or_masked(v.row(r), std::span<float>(span_cond_.data() + r * vocab_, vocab_));
       u = model_.extend_span(e.uncond, tokens);
@@ -245,14 +244,14 @@ class cfg_source {
       model_.release(c);
       throw;
     }
+    logits_view v;
     try {
-      read(n, "the model");
+      v = read(n, "the model");
     } catch (...) {
       model_.release(u);
       model_.release(c);
       throw;
     }
-    const logits_view v = model_.logits();
     for (std::size_t r = 0; r < n; ++r) {
       detail::log_softmax_or_masked(v.row(r), uncond_lp_);
       combine(std::span<const float>(span_cond_.data() + r * vocab_, vocab_), uncond_lp_,
@@ -307,13 +306,17 @@ class cfg_source {
     rows_ = 0;
   }
 
-  // Checks the model's view after a call.
-  void read(std::size_t rows, const char* what) {
-    detail::check_member_rows(model_.logits(), rows, vocab_, name, what);
+  // Reads and checks the model's view after a call. The one read of each call: the model's
+  // `logits()` may throw (the concept does not forbid it), so it is only called where the new
+  // handles are still released on failure, and the view is passed on from here.
+  logits_view read(std::size_t rows, const char* what) {
+    const logits_view v = model_.logits();
+    detail::check_member_rows(v, rows, vocab_, name, what);
+    return v;
   }
 
-  handle finish_prefill(const entry& e, std::span<const float> uncond_lp) noexcept {
-    detail::log_softmax_or_masked(model_.logits().row(0), cond_lp_);
+  handle finish_prefill(const entry& e, std::span<const float> cond_row, std::span<const float> uncond_lp) noexcept {
+    detail::log_softmax_or_masked(cond_row, cond_lp_);
     combine(cond_lp_, uncond_lp, std::span<float>(out_.data(), vocab_));
     rows_ = 1;
     if (e.shared) ++root_refs_;

@@ -13,8 +13,8 @@
 //   release/batch:B  the source alone, as the decoders drive it: B sequences extended by one token
 //                    100 times, each step's parents released after the extend. Counters
 //                    extend_us, release_us (per token) and release_share: the part of the source's
-//                    time spent in `release` (llama_memory_seq_rm), which metered_source does not
-//                    time, so decode's itscale shares above include it.
+//                    time spent in `release` (llama_memory_seq_rm); metered_source times release
+//                    as the source's work, so decode's itscale shares above exclude it.
 //
 // Built with -DITSCALE_LLAMA_CPP=ON. The checkpoints are read from ITSCALE_DATA_DIR/models.
 

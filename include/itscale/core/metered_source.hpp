@@ -58,7 +58,10 @@ class metered_source {
 
   [[nodiscard]] logits_view logits() { return inner_.logits(); }
 
+  // Timed too: giving a sequence back is the backend's work (llama.cpp removes its KV cells here),
+  // not the algorithm's.
   void release(handle h) noexcept {
+    const timer t(stats_);
     inner_.release(h);
     if (live_ > 0) --live_;
   }

@@ -62,17 +62,22 @@ float max_diff(std::span<const float> a, std::span<const float> b) {
 
 }  // namespace
 
-TEST_CASE("[greedy] itscale's greedy decoding over llama.cpp = llama.cpp's own greedy sampler loop, 100 tokens") {
+TEST_CASE("[greedy] itscale's greedy decoding over llama.cpp (1 and 2 threads) = llama.cpp's own greedy sampler loop, 100 tokens") {
   for (const char* text : {"I dreamed", "Once upon a time", "The sky"}) {
     CAPTURE(text);
     const auto prompt = prompt_of(text);
     const auto want = llama_cpp_greedy(prompt, 100);
-    auto src = aidreams();
-    // No EOS: 100 tokens on both sides, whatever the model writes.
-    const auto got = itscale::generate(src, std::span<const token_id>(prompt), {.stop = {.max_new_tokens = 100}});
-    REQUIRE(got.size() == 1);
-    CHECK(got[0].tokens == want);
-    CHECK(all_released(src));
+    // llama.cpp's worker threads split a product's rows, not its sums: 2 threads must give the
+    // same tokens as llama.cpp's single-threaded loop.
+    for (std::size_t threads : {1u, 2u}) {
+      CAPTURE(threads);
+      auto src = aidreams({.threads = threads});
+      // No EOS: 100 tokens on both sides, whatever the model writes.
+      const auto got = itscale::generate(src, std::span<const token_id>(prompt), {.stop = {.max_new_tokens = 100}});
+      REQUIRE(got.size() == 1);
+      CHECK(got[0].tokens == want);
+      CHECK(all_released(src));
+    }
   }
 }
 

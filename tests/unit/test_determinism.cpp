@@ -193,19 +193,22 @@ outcome best_of_n(itscale::llama2c_model& m, std::size_t first, std::size_t last
   return o;
 }
 
-outcome dvts(itscale::llama2c_model& m, std::size_t first, std::size_t) {
+template <class M>
+outcome dvts(M& m, std::size_t first, std::size_t) {
   auto v = env().verifier;
   itscale::sampling_proposer p(m, env().steps());
   return of(itscale::dvts(p, v, env().prompts[first], {.num_candidates = 6, .expansions = 2, .num_return_sequences = 3}).sequences);
 }
 
-outcome rebase(itscale::llama2c_model& m, std::size_t first, std::size_t) {
+template <class M>
+outcome rebase(M& m, std::size_t first, std::size_t) {
   auto v = env().verifier;
   itscale::sampling_proposer p(m, env().steps());
   return of(itscale::rebase(p, v, env().prompts[first], {.width = 6, .num_return_sequences = 3}).sequences);
 }
 
-outcome mcts(itscale::llama2c_model& m, std::size_t first, std::size_t) {
+template <class M>
+outcome mcts(M& m, std::size_t first, std::size_t) {
   auto v = env().verifier;
   itscale::sampling_proposer p(m, env().steps());
   const auto r = itscale::mcts_search(p, v, env().prompts[first],
@@ -225,11 +228,124 @@ struct named {
 const named algorithms[] = {
     {"sampling decoder", sampling, true},         {"stochastic beam search", stochastic_beam, true},
     {"self-consistency", self_consistency, true}, {"adaptive consistency", adaptive_consistency, true},
-    {"best-of-N sampling", best_of_n, true},      {"DVTS", dvts, false},
-    {"REBASE", rebase, false},                    {"MCTS", mcts, false},
+    {"best-of-N sampling", best_of_n, true},      {"DVTS", dvts<itscale::llama2c_model>, false},
+    {"REBASE", rebase<itscale::llama2c_model>, false}, {"MCTS", mcts<itscale::llama2c_model>, false},
+};
+
+// The model behind a search, with its rows computed in other batches than the search asks for:
+// `split` evaluates every extend one row at a time; `padded` adds a row of an unrelated sequence
+// (a companion kept by the adapter) to every extend. The search sees the same rows in the same
+// order; only the batches the model computes them in change. DVTS, REBASE and MCTS take one
+// prompt, so this is how their batch composition is varied.
+template <class S>
+class recomposed {
+ public:
+  using handle = itscale::handle_t<S>;
+  enum class mode { split, padded };
+
+  recomposed(S& inner, mode m) : inner_(inner), mode_(m) {
+    if (m == mode::padded) companion_ = inner_.prefill(env().prompts.back());
+  }
+  recomposed(const recomposed&) = delete;
+  recomposed& operator=(const recomposed&) = delete;
+  ~recomposed() {
+    if (mode_ == mode::padded) inner_.release(companion_);
+  }
+
+  [[nodiscard]] std::size_t vocab_size() const { return inner_.vocab_size(); }
+  [[nodiscard]] auto capacity() const noexcept { return inner_.capacity(); }
+
+  handle prefill(std::span<const token_id> prompt) {
+    view_ = {};
+    return inner_.prefill(prompt);
+  }
+
+  handle extend_span(handle parent, std::span<const token_id> toks) {
+    view_ = {};
+    return inner_.extend_span(parent, toks);
+  }
+
+  void extend(std::span<const handle> parents, std::span<const token_id> toks, std::span<handle> children) {
+    ++outer_batches_;
+    if (mode_ == mode::split) split(parents, toks, children);
+    else padded(parents, toks, children);
+  }
+
+  [[nodiscard]] itscale::logits_view logits() { return view_.data ? view_ : inner_.logits(); }
+  void release(handle h) noexcept { inner_.release(h); }
+
+  [[nodiscard]] std::size_t outer_batches() const { return outer_batches_; }
+  [[nodiscard]] std::size_t inner_batches() const { return inner_batches_; }
+
+ private:
+  void split(std::span<const handle> parents, std::span<const token_id> toks, std::span<handle> children) {
+    const std::size_t n = parents.size(), v = inner_.vocab_size();
+    rows_.resize(n * v);
+    for (std::size_t i = 0; i < n; ++i) {
+      try {
+        inner_.extend(parents.subspan(i, 1), toks.subspan(i, 1), children.subspan(i, 1));
+      } catch (...) {
+        for (std::size_t j = 0; j < i; ++j) inner_.release(children[j]);
+        throw;
+      }
+      ++inner_batches_;
+      const auto row = inner_.logits().row(0);
+      std::copy(row.begin(), row.end(), rows_.begin() + static_cast<std::ptrdiff_t>(i * v));
+    }
+    view_ = {rows_.data(), n, v};
+  }
+
+  void padded(std::span<const handle> parents, std::span<const token_id> toks, std::span<handle> children) {
+    std::vector<handle> ps(parents.begin(), parents.end()), cs(parents.size() + 1);
+    std::vector<token_id> ts(toks.begin(), toks.end());
+    ps.push_back(companion_);
+    ts.push_back(env().semi);
+    inner_.extend(ps, ts, cs);
+    ++inner_batches_;
+    inner_.release(cs.back());  // the companion stays as it was
+    std::copy(cs.begin(), cs.end() - 1, children.begin());
+    const auto all = inner_.logits();
+    view_ = {all.data, parents.size(), all.vocab};  // the search's rows come first
+  }
+
+  S& inner_;
+  mode mode_;
+  handle companion_{};
+  std::vector<float> rows_;
+  itscale::logits_view view_{};
+  std::size_t outer_batches_ = 0, inner_batches_ = 0;
 };
 
 }  // namespace
+
+TEST_CASE("determinism: DVTS, REBASE and MCTS give the same output whatever batches the model computes their rows in") {
+  using M = itscale::llama2c_model;
+  using R = recomposed<M>;
+  const struct {
+    const char* name;
+    outcome (*plain)(M&, std::size_t, std::size_t);
+    outcome (*other)(R&, std::size_t, std::size_t);
+  } searches[] = {{"DVTS", dvts<M>, dvts<R>}, {"REBASE", rebase<M>, rebase<R>}, {"MCTS", mcts<M>, mcts<R>}};
+  for (const auto& s : searches) {
+    INFO(s.name);
+    auto m = env().model(1);
+    const outcome asked = s.plain(m, 0, 1);
+    REQUIRE(!asked.seqs.empty());
+    for (const auto how : {R::mode::split, R::mode::padded}) {
+      INFO((how == R::mode::split ? "one row at a time" : "with a companion row"));
+      {
+        R r(m, how);
+        check_same_tokens(asked, s.other(r, 0, 1));
+        // The composition really changed: more model batches than the search's own when split,
+        // one model batch per search batch (each a row larger) when padded.
+        REQUIRE(r.outer_batches() > 0);
+        if (how == R::mode::split) CHECK(r.inner_batches() > r.outer_batches());
+        else CHECK(r.inner_batches() == r.outer_batches());
+      }
+      CHECK(m.live_handles() == 0);
+    }
+  }
+}
 
 TEST_CASE("determinism: same seed, same output across repeated runs and 1 vs 2 model threads") {
   const std::size_t n = env().prompts.size();

@@ -5,8 +5,10 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <limits>
 #include <optional>
 #include <span>
@@ -441,4 +443,35 @@ TEST_CASE("bad input: a proposer returning no step") {
   expect_throw<itscale::search_error>("mcts_search", [&] { (void)itscale::mcts_search(p, v, P(), {.simulations = 2}); },
                                       "no step for node");
   CHECK(s.live == 0);
+}
+
+TEST_CASE("bad input: a tokenizer that does not match the model") {
+  // The real files: aidreams260K (vocabulary 512) and the arith tokenizer (275 tokens), and the
+  // other way round (arith-1750, vocabulary 275, with aidreams' 512-token tokenizer).
+  const std::filesystem::path models = std::filesystem::path(ITSCALE_DATA_DIR) / "models";
+  const auto arith_tok = itscale::llama2c_tokenizer::load(models / "arith-tok.bin");
+  const auto dream_tok = itscale::llama2c_tokenizer::load(models / "aidreams-tok512.bin");
+  auto dreams = itscale::llama2c_model::load(models / "aidreams260K.bin");
+  auto arith = itscale::llama2c_model::load(models / "arith-1750.bin");
+  REQUIRE(arith_tok.vocab_size() == 275);
+  expect_throw<itscale::invalid_input>("check_vocab_match, smaller tokenizer",
+                                       [&] { itscale::check_vocab_match(arith_tok, dreams.vocab_size()); },
+                                       "the tokenizer has 275 tokens but the model's vocabulary is 512");
+  expect_throw<itscale::invalid_input>("check_vocab_match, larger tokenizer",
+                                       [&] { itscale::check_vocab_match(dream_tok, arith.vocab_size()); },
+                                       "the tokenizer has 512 tokens but the model's vocabulary is 275");
+  // Unchecked, a mismatch still cannot pass silently. A larger tokenizer's ids reach past the
+  // model's vocabulary: the prompt is rejected before the model runs...
+  const auto ids = dream_tok.encode("I dreamed of a big tree", true);
+  REQUIRE(*std::max_element(ids.begin(), ids.end()) >= 275);
+  expect_throw<itscale::invalid_input>("generate, prompt from a larger tokenizer",
+                                       [&] { (void)itscale::generate(arith, std::span<const token_id>(ids), sampled()); },
+                                       "is outside the vocabulary [0, 275)");
+  // ... and a smaller tokenizer cannot turn the model's ids past its own size into text.
+  const tokens written{1, 300, 511};
+  expect_throw<itscale::invalid_input>("decode, a model token past the tokenizer",
+                                       [&] { (void)arith_tok.decode(std::span<const token_id>(written)); },
+                                       "= 300 is outside the vocabulary [0, 275)");
+  CHECK(arith.live_handles() == 0);
+  CHECK(dreams.live_handles() == 0);
 }

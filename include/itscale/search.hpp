@@ -51,6 +51,7 @@
 #include "itscale/select/consistency_result.hpp"
 #include "itscale/select/mbr.hpp"
 #include "itscale/select/mbr_utility.hpp"
+#include "itscale/select/proposer_consistency.hpp"
 #include "itscale/select/rescore.hpp"
 #include "itscale/select/self_consistency.hpp"
 #include "itscale/select/stop_criteria.hpp"

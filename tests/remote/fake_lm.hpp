@@ -56,10 +56,11 @@ struct fake_lm {
 
   // One sample: tokens drawn from softmax(logprobs / T) with the (seed, 0) stream.
   [[nodiscard]] json sample(std::vector<token_id> seq, std::uint64_t seed, double temperature, std::size_t max_tokens,
-                            std::size_t& generated) const {
+                            std::size_t& generated, bool native) const {
     const itscale::counter_rng rng(seed, 0);
     json content = json::array();
-    std::string finish = "length";
+    std::vector<token_id> ids;
+    std::string finish = "length", stop_type = "limit";
     for (std::uint32_t step = 0; step < max_tokens; ++step) {
       const auto lp = logprobs(seq);  // reported: the model's own
       auto biased = lp;
@@ -76,25 +77,32 @@ struct fake_lm {
       }
       ++generated;
       seq.push_back(t);
-      if (t == delimiter) {  // the server leaves the stop string out
+      ids.push_back(t);
+      if (t == delimiter) {  // the server leaves the stop string out of the log-probs
         finish = "stop";
+        stop_type = "word";
         break;
       }
       content.push_back(entry(t, lp[static_cast<std::size_t>(t)]));
       if (t == eos) {
         finish = "stop";
+        stop_type = "eos";
         break;
       }
     }
+    if (native)  // llama-server's /completion with return_tokens
+      return {{"content", ""}, {"tokens", ids}, {"completion_probabilities", content}, {"stop_type", stop_type},
+              {"stopping_word", stop_type == "word" ? ";" : ""}, {"tokens_predicted", ids.size()}};
     return {{"text", ""}, {"logprobs", {{"content", content}}}, {"finish_reason", finish}};
   }
 
   mock_reply operator()(const mock_request& r) const {
     if (r.path == "/v1/models") return {200, json{{"data", {{{"id", "fake"}, {"meta", {{"n_vocab", lm.vocab_size()}}}}}}}.dump()};
-    if (r.path != "/v1/completions") return {404, R"({"error":{"code":404,"message":"File Not Found"}})"};
+    const bool native = r.path == "/completion";
+    if (r.path != "/v1/completions" && !native) return {404, R"({"error":{"code":404,"message":"File Not Found"}})"};
     const json j = json::parse(r.body);
     const auto prompt = j.at("prompt").get<std::vector<token_id>>();
-    const auto max_tokens = j.value("max_tokens", std::size_t{16});
+    const auto max_tokens = j.value(native ? "n_predict" : "max_tokens", std::size_t{16});
     const double temperature = j.value("temperature", 1.0);
     json choices = json::array();
     std::size_t generated = 0;
@@ -108,10 +116,11 @@ struct fake_lm {
     } else {
       const auto seed = j.value("seed", std::uint64_t{0});
       for (std::size_t c = 0; c < j.value("n", std::size_t{1}); ++c) {
-        json ch = sample(prompt, seed + c, temperature, max_tokens, generated);
-        ch["index"] = c;
+        json ch = sample(prompt, seed + c, temperature, max_tokens, generated, native);
+        ch[native ? "tokens_evaluated" : "index"] = native ? prompt.size() : c;
         choices.push_back(std::move(ch));
       }
+      if (native) return {200, (choices.size() == 1 ? choices[0] : choices).dump()};
     }
     const json usage = {{"prompt_tokens", prompt.size()},
                         {"completion_tokens", generated},

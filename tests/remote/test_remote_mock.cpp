@@ -309,6 +309,23 @@ TEST_CASE("[proposer] steps from the server: delimiter appended, EOS terminal, m
     else CHECK(c.model_logprob < 0);
   }
   CHECK(total == 12);
+  // llama-server's native API (ids of every token, the delimiter's included): the same steps.
+  auto no = proposer_opts(s);
+  no.api = itscale::remote_api::llama_server;
+  no.delimiter_tokens.clear();
+  itscale::remote_proposer native(no);
+  const auto n = native.propose(alone, 0);
+  REQUIRE(n[0].size() == a[0].size());
+  for (std::size_t i = 0; i < a[0].size(); ++i) {
+    CHECK(n[0][i].tokens == a[0][i].tokens);
+    CHECK(n[0][i].count == a[0][i].count);
+    CHECK(n[0][i].stop == a[0][i].stop);
+    CHECK(n[0][i].model_logprob == a[0][i].model_logprob);
+  }
+  std::size_t sampled_tokens = 0;
+  for (const auto& c : a[0]) sampled_tokens += c.count * c.tokens.size();
+  CHECK(native.stats().extend_rows == sampled_tokens);  // per-sample usage, added up
+  CHECK(s.requests().back().path == "/completion");
   CHECK(delimited > 0);
   CHECK(eos > 0);
   CHECK(p.stats().prefill_calls == 3);

@@ -63,6 +63,36 @@ class completion_reader {
     return out;
   }
 
+  /// llama-server's native `/completion` answer (one object, or an array for `n` > 1): ids from
+  /// `tokens` (`return_tokens`; every generated token, the stop string's and EOS included),
+  /// log-probs from `completion_probabilities` (llama-server leaves the stop string's out),
+  /// `stop_type` as the finish reason ("eos", "word", "limit"), usage added into `u`.
+  [[nodiscard]] std::vector<completion_choice> native(const nlohmann::json& j, completion_usage& u) const {
+    std::vector<completion_choice> out;
+    const auto one = [&](const nlohmann::json& r) {
+      if (!r.is_object()) fail("an answer is not an object: " + excerpt(r));
+      completion_choice c;
+      const auto toks = r.find("tokens");
+      if (toks == r.end() || !toks->is_array()) fail("the answer has no \"tokens\" (ask with \"return_tokens\": true): " + excerpt(r));
+      for (const auto& t : *toks) c.ids.push_back(id_of(t));
+      if (auto ps = r.find("completion_probabilities"); ps != r.end() && ps->is_array())
+        for (const auto& e : *ps) c.logprobs.push_back(logprob_of(e.value("logprob", nlohmann::json())));
+      c.finish_reason = r.value("stop_type", std::string());
+      c.stop_reason = r.value("stopping_word", std::string());
+      u.prompt_tokens += r.value("tokens_evaluated", std::uint64_t{0});
+      u.completion_tokens += r.value("tokens_predicted", std::uint64_t{0});
+      if (auto tm = r.find("timings"); tm != r.end() && tm->is_object()) u.cached_tokens += tm->value("cache_n", std::uint64_t{0});
+      out.push_back(std::move(c));
+    };
+    if (j.is_array()) {
+      if (j.empty()) fail("the answer is an empty array");
+      for (const auto& r : j) one(r);
+    } else {
+      one(j);
+    }
+    return out;
+  }
+
   [[nodiscard]] static completion_usage usage(const nlohmann::json& j) {
     completion_usage u;
     const auto us = j.find("usage");

@@ -48,12 +48,27 @@
 
 ITSCALE_BEGIN_NAMESPACE
 
+/// Which completion API a `remote_proposer` speaks.
+enum class remote_api : std::uint8_t {
+  /// OpenAI's `/v1/completions` (vLLM, SGLang, llama-server): token ids from the log-probs
+  /// (llama-server's `logprobs.content[].id`, vLLM's `return_tokens_as_token_ids`); the stop string
+  /// is left out of the answer and `delimiter_tokens` are appended.
+  openai,
+  /// llama-server's native `/completion` with `return_tokens`: every generated token comes back as
+  /// an id, the delimiter's included, with `stop_type` (eos / word / limit) and per-sample usage.
+  /// Use it with llama-server: its `/v1/completions` drops one log-prob too many after a stop
+  /// string when the tokenizer adds a dummy-space prefix (the arith model's does), and counts the
+  /// usage of the first of `n` samples only.
+  llama_server,
+};
+
 /// Options of `remote_proposer`.
 struct remote_proposer_options {
   http_options http = {};
   std::size_t vocab_size = 0;  ///< 0: asked from the server
   std::string model = {};           ///< the request's "model" (vLLM needs it); empty: not sent
-  std::string path = "/v1/completions";
+  remote_api api = remote_api::openai;
+  std::string path = {};            ///< empty: /v1/completions (openai) or /completion (llama_server)
   std::vector<std::string> delimiters = {};                  ///< stop strings; non-empty
   std::vector<std::vector<token_id>> delimiter_tokens = {};  ///< one id sequence per delimiter
   std::vector<token_id> eos_token_id = {};                   ///< a step ending with one is terminal
@@ -72,11 +87,12 @@ struct remote_proposer_options {
     const auto fail = [](const std::string& w) { throw invalid_option("itscale: remote_proposer_options." + w); };
     http.validate();
     if (delimiters.empty()) fail("delimiters is empty: give at least one step delimiter (e.g. \";\")");
-    if (delimiter_tokens.size() != delimiters.size())
+    if (api == remote_api::openai && delimiter_tokens.size() != delimiters.size())
       fail("delimiter_tokens must give the token ids of each delimiter (" + std::to_string(delimiters.size()) + " delimiters, " +
            std::to_string(delimiter_tokens.size()) + " id lists)");
     for (std::size_t i = 0; i < delimiters.size(); ++i)
-      if (delimiters[i].empty() || delimiter_tokens[i].empty()) fail("delimiters[" + std::to_string(i) + "] or its tokens are empty");
+      if (delimiters[i].empty() || (i < delimiter_tokens.size() && delimiter_tokens[i].empty()))
+        fail("delimiters[" + std::to_string(i) + "] or its tokens are empty");
     if (!(temperature >= 0.0f) || !std::isfinite(temperature)) fail("temperature must be finite and >= 0");
     if (!(top_p > 0.0f && top_p <= 1.0f)) fail("top_p must be in (0, 1]");
     if (max_step_tokens == 0) fail("max_step_tokens must be >= 1, got 0");
@@ -92,6 +108,7 @@ class remote_proposer {
   using candidate = step_candidate<state>;
 
   explicit remote_proposer(remote_proposer_options o) : opts_((o.validate(), std::move(o))), http_(opts_.http) {
+    if (opts_.path.empty()) opts_.path = opts_.api == remote_api::openai ? "/v1/completions" : "/completion";
     vocab_ = opts_.vocab_size ? opts_.vocab_size : remote_vocab_size(http_);
     for (const auto& d : opts_.delimiter_tokens) detail::check_tokens(d, vocab_, "delimiter_tokens");
     detail::check_tokens(opts_.eos_token_id, vocab_, "eos_token_id");
@@ -165,14 +182,19 @@ class remote_proposer {
     nlohmann::json j = opts_.extra;
     j["prompt"] = *it.node;
     j["n"] = m;
-    j["max_tokens"] = limit;
+    j[opts_.api == remote_api::openai ? "max_tokens" : "n_predict"] = limit;
     j["stop"] = opts_.delimiters;
     j["temperature"] = opts_.temperature;
     j["top_p"] = opts_.top_p;
     if (opts_.top_k) j["top_k"] = opts_.top_k;
     const auto bits = counter_rng(opts_.seed, it.id).bits(static_cast<std::uint32_t>(it.drawn + done), 0);
     j["seed"] = bits[0] >> 1;  // a non-negative 31-bit seed: every server accepts it
-    j["logprobs"] = 1;         // the ids of the sampled tokens (and their log-probs)
+    if (opts_.api == remote_api::openai) {
+      j["logprobs"] = 1;  // the ids of the sampled tokens (and their log-probs)
+    } else {
+      j["return_tokens"] = true;
+      j["n_probs"] = 1;
+    }
     j["cache_prompt"] = true;
     if (!opts_.model.empty()) j["model"] = opts_.model;
     return j.dump();
@@ -181,7 +203,9 @@ class remote_proposer {
   void read(const http_request& r, const std::string& answer, const state& node, std::vector<candidate>& cands) {
     const detail::completion_reader rd(vocab_, http_.what(r));
     const auto j = http_.parse(r, answer);
-    const auto us = detail::completion_reader::usage(j);
+    detail::completion_usage us;
+    auto choices = opts_.api == remote_api::openai ? rd.choices(j) : rd.native(j, us);
+    if (opts_.api == remote_api::openai) us = detail::completion_reader::usage(j);
     usage_.requests += 1;
     usage_.prompt_tokens += us.prompt_tokens;
     usage_.cached_tokens += us.cached_tokens;
@@ -189,7 +213,7 @@ class remote_proposer {
     stats_.prefill_calls += 1;
     stats_.prefill_tokens += us.prompt_tokens - std::min(us.cached_tokens, us.prompt_tokens);
     stats_.extend_rows += us.completion_tokens;
-    for (auto& ch : rd.choices(j)) add(step_of(rd, ch, node), cands);
+    for (auto& ch : choices) add(step_of(rd, ch, node), cands);
   }
 
   [[nodiscard]] candidate step_of(const detail::completion_reader& rd, detail::completion_choice& ch, const state& node) const {
@@ -201,6 +225,8 @@ class remote_proposer {
                                               opts_.eos_token_id.end();
     if (eos) {
       c.stop = stop_reason::eos;
+    } else if (ch.finish_reason == "word") {  // llama_server: the delimiter's tokens are in the answer
+      c.stop = stop_reason::stop_sequence;
     } else if (ch.finish_reason == "stop") {
       const auto& d = opts_.delimiter_tokens[delimiter_of(rd, ch)];
       c.tokens.insert(c.tokens.end(), d.begin(), d.end());

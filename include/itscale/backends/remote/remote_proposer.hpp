@@ -11,8 +11,10 @@
 /// always "live" and `drop` / `restore` do nothing (the server's prefix cache plays the part of a
 /// kept handle).
 ///
-/// Steps: the server leaves the stop string out of its answer, so a step that ended on
-/// `delimiters[i]` gets `delimiter_tokens[i]` appended (its tokens as the model writes them). A
+/// Two APIs (`remote_api`): OpenAI's `/v1/completions` and llama-server's native `/completion`.
+/// Steps: over `/v1/completions` the server leaves the stop string out of its answer, so a step
+/// that ended on `delimiters[i]` gets `delimiter_tokens[i]` appended (its tokens as the model
+/// writes them); llama-server's `/completion` returns every token's id, the delimiter's too. A
 /// step whose last token is an EOS id is terminal; one cut at `max_tokens` is not (a long step
 /// continues); reaching `max_sequence_tokens` or `ends_sequence` is terminal. With several
 /// delimiters the server must say which one matched (vLLM's `stop_reason`); llama-server does not,

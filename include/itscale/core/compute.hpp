@@ -122,6 +122,20 @@ class stopwatch {
   std::chrono::steady_clock::time_point t0_;
 };
 
+/// Adds the seconds from its construction to its destruction to `total`, on every path (a call
+/// that throws still took its time).
+class scoped_seconds {
+ public:
+  explicit scoped_seconds(double& total) noexcept : total_(total) {}
+  scoped_seconds(const scoped_seconds&) = delete;
+  scoped_seconds& operator=(const scoped_seconds&) = delete;
+  ~scoped_seconds() { total_ += w_.seconds(); }
+
+ private:
+  double& total_;
+  stopwatch w_;
+};
+
 }  // namespace detail
 
 ITSCALE_END_NAMESPACE

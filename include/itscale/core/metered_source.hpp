@@ -29,7 +29,7 @@ class metered_source {
   [[nodiscard]] std::size_t vocab_size() const { return inner_.vocab_size(); }
 
   handle prefill(std::span<const token_id> prompt) {
-    const timer t(stats_);
+    const detail::scoped_seconds t(stats_.source_seconds);
     const handle h = inner_.prefill(prompt);
     ++stats_.prefill_calls;
     stats_.prefill_tokens += prompt.size();
@@ -38,7 +38,7 @@ class metered_source {
   }
 
   void extend(std::span<const handle> parents, std::span<const token_id> tokens, std::span<handle> children) {
-    const timer t(stats_);
+    const detail::scoped_seconds t(stats_.source_seconds);
     inner_.extend(parents, tokens, children);
     ++stats_.extend_calls;
     stats_.extend_rows += parents.size();
@@ -48,7 +48,7 @@ class metered_source {
   handle extend_span(handle parent, std::span<const token_id> tokens)
     requires requires(S& s) { { s.extend_span(parent, tokens) } -> std::same_as<handle>; }
   {
-    const timer t(stats_);
+    const detail::scoped_seconds t(stats_.source_seconds);
     const handle h = inner_.extend_span(parent, tokens);
     ++stats_.span_calls;
     stats_.span_tokens += tokens.size();
@@ -61,7 +61,7 @@ class metered_source {
   // Timed too: giving a sequence back is the backend's work (llama.cpp removes its KV cells here),
   // not the algorithm's.
   void release(handle h) noexcept {
-    const timer t(stats_);
+    const detail::scoped_seconds t(stats_.source_seconds);
     inner_.release(h);
     if (live_ > 0) --live_;
   }
@@ -86,16 +86,6 @@ class metered_source {
   [[nodiscard]] compute_stats& stats() noexcept { return stats_; }
 
  private:
-  // Adds the time of one call to the source, on every path (a throwing call still took time).
-  struct timer {
-    compute_stats& s;
-    detail::stopwatch w;
-    explicit timer(compute_stats& st) noexcept : s(st) {}
-    timer(const timer&) = delete;
-    timer& operator=(const timer&) = delete;
-    ~timer() { s.source_seconds += w.seconds(); }
-  };
-
   void created(std::size_t n) noexcept {
     live_ += n;
     if (live_ > stats_.peak_live_handles) stats_.peak_live_handles = live_;

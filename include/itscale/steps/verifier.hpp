@@ -92,12 +92,7 @@ std::vector<double> verify(V& v, std::span<const verify_item> batch, compute_sta
   if (batch.empty()) return {};
   std::vector<double> scores;
   {
-    const detail::stopwatch w;
-    struct add_time {
-      compute_stats& s;
-      const detail::stopwatch& w;
-      ~add_time() { s.verifier_seconds += w.seconds(); }
-    } timing{stats, w};
+    const detail::scoped_seconds timing(stats.verifier_seconds);
     scores = v.verify(batch);
     ++stats.verifier_calls;
     stats.verified_sequences += batch.size();

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "itscale/core/abi.hpp"
+#include "itscale/core/compute.hpp"
 #include "itscale/core/errors.hpp"
 
 ITSCALE_BEGIN_UNTAGGED_NAMESPACE
@@ -146,12 +147,7 @@ class http_client {
   /// Sends every request (at most `max_in_flight` at once) and returns the bodies, in order.
   /// Throws `remote_error` / `request_cancelled` after aborting the rest (see the file comment).
   std::vector<std::string> send(std::span<const http_request> reqs) {
-    const auto t0 = std::chrono::steady_clock::now();
-    struct add_time {
-      http_stats& s;
-      std::chrono::steady_clock::time_point t0;
-      ~add_time() { s.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); }
-    } timing{stats_, t0};
+    const detail::scoped_seconds timing(stats_.seconds);
     std::vector<std::string> out(reqs.size());
     run(reqs, out);
     return out;

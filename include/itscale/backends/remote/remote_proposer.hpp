@@ -139,13 +139,11 @@ class remote_proposer {
         owner.push_back(i);
       }
     }
-    const detail::stopwatch w;
-    struct add_time {
-      compute_stats& s;
-      const detail::stopwatch& w;
-      ~add_time() { s.source_seconds += w.seconds(); }
-    } timing{stats_, w};
-    const auto answers = http_.send(reqs);
+    std::vector<std::string> answers;
+    {
+      const detail::scoped_seconds timing(stats_.source_seconds);
+      answers = http_.send(reqs);
+    }
     std::vector<std::vector<candidate>> out(batch.size());
     for (std::size_t r = 0; r < reqs.size(); ++r) read(reqs[r], answers[r], *batch[owner[r]].node, out[owner[r]]);
     return out;

@@ -4,7 +4,8 @@
 # ITSCALE_LLAMA_CPP uses) and builds llama-server from them, portable (baseline x86-64, static
 # libllama/libggml), in a cache outside the build tree:
 #   ITSCALE_LLAMA_SERVER_CACHE_DIR, default ${ITSCALE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/itscale}/llama-server-3.21.1
-# The first configure takes about 8-10 minutes on 2 cores; later ones (cached binary) a second.
+# The first configure takes 8-20 minutes on 2 cores (8 idle, 19.5 with other builds running);
+# later ones (cached binary) a fraction of a second.
 # Defines the cache variable
 #   ITSCALE_LLAMA_SERVER_EXE    the llama-server binary (set it to another binary to skip the build)
 include_guard(GLOBAL)
@@ -24,7 +25,7 @@ else()
     list(APPEND _args "${ITSCALE_LLAMA_SERVER_CACHE_DIR}")
   endif()
   message(STATUS "itscale: llama-server (llama.cpp of node-llama-cpp 3.21.1) for the remote tests: "
-                 "building it if not cached yet; the first time takes about 8-10 minutes on 2 cores")
+                 "building it if not cached yet; the first time takes 8-20 minutes on 2 cores")
   string(TIMESTAMP _t0 "%s")
   # Without the caller's compiler flags in the environment: the server is built plain (no sanitizer).
   execute_process(

@@ -186,7 +186,10 @@ class remote_proposer {
     j["stop"] = opts_.delimiters;
     j["temperature"] = opts_.temperature;
     j["top_p"] = opts_.top_p;
-    if (opts_.top_k) j["top_k"] = opts_.top_k;
+    // Every filter is sent, off ones too: llama-server's defaults (top_k 40, top_p 0.95, min_p
+    // 0.05) would otherwise shape the samples.
+    j["top_k"] = opts_.top_k;
+    j["min_p"] = 0;
     const auto bits = counter_rng(opts_.seed, it.id).bits(static_cast<std::uint32_t>(it.drawn + done), 0);
     j["seed"] = bits[0] >> 1;  // a non-negative 31-bit seed: every server accepts it
     if (opts_.api == remote_api::openai) {

@@ -107,6 +107,34 @@ template <class Arch>
   }
 }
 
+/// Lanes where `x > t` or either is NaN (`!(x <= t)`), in one compare. The block tests that
+/// first combine several batches with a lane-wise max must use this instead of `>`: x86's max
+/// returns its second operand when either is NaN, so one NaN lane hides the other batches' values
+/// in that lane, and `max > t` would skip a block holding a finite entry above `t`. With this test
+/// a NaN only sends its block to the per-batch path, which excludes the NaN itself (`NaN > t` is
+/// false); the hot loop pays nothing more than it did.
+template <class Arch>
+[[nodiscard]] inline fmask<Arch> gt_or_unordered(fbatch<Arch> x, fbatch<Arch> t) noexcept {
+#if XSIMD_WITH_AVX512F
+  if constexpr (is_a<Arch, xsimd::avx512f>) {
+    return fmask<Arch>(_mm512_cmp_ps_mask(static_cast<__m512>(x), static_cast<__m512>(t), _CMP_NLE_UQ));
+  } else
+#endif
+#if XSIMD_WITH_AVX
+  if constexpr (is_a<Arch, xsimd::avx>) {
+    return fmask<Arch>(_mm256_cmp_ps(static_cast<__m256>(x), static_cast<__m256>(t), _CMP_NLE_UQ));
+  } else
+#endif
+#if XSIMD_WITH_SSE2
+  if constexpr (is_a<Arch, xsimd::sse2>) {
+    return fmask<Arch>(_mm_cmpnle_ps(static_cast<__m128>(x), static_cast<__m128>(t)));
+  } else
+#endif
+  {
+    return !(x <= t);
+  }
+}
+
 #if XSIMD_WITH_AVX2
 /// For each 8-bit lane mask, the lanes to gather (selected lanes first), one byte per lane.
 inline constexpr auto avx2_compress_table = [] {

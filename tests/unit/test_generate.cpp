@@ -307,3 +307,49 @@ TEST_CASE("a row with every token masked is a search_error, not a crash") {
   CHECK_THROWS_AS((void)itscale::generate(lm, std::span<const token_id>(prompt), o), itscale::search_error);
 }
 
+
+// Finding a (tests/fuzz/README.md): generate checked the source's rows but not the processed ones,
+// so a processor that turned a row into NaN or +inf made argmax / sampling return an arbitrary
+// token. A processed row with NaN or +inf is now a search_error naming the stage and the step.
+namespace {
+struct poison_processor {
+  float value;
+  bool whole_row;
+  void apply(std::span<float> row, const itscale::step_context& ctx) const {
+    if (ctx.generated() < 1) return;  // the second step is poisoned
+    if (whole_row)
+      std::fill(row.begin(), row.end(), value);
+    else
+      row[row.size() / 2] = value;
+  }
+};
+}  // namespace
+
+TEST_CASE("a processor leaving NaN or +inf in a row is a search_error, not a garbage token") {
+  itscale::hash_lm lm(16, 3);
+  static const tokens prompt{1, 2};
+  const std::vector<itscale::request> reqs{{.prompt = prompt}};
+  for (bool sample : {false, true})
+    for (float v : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()})
+      for (bool whole : {true, false}) {
+        CAPTURE(sample);
+        CAPTURE(v);
+        CAPTURE(whole);
+        const itscale::sampling_options o{.stop = {.max_new_tokens = 4}, .do_sample = sample, .seed = 3};
+        const auto msg = what_of([&] { (void)itscale::generate(lm, reqs, o, poison_processor{v, whole}, {}); });
+        CHECK(msg.find("a logits processor made logit") != std::string::npos);
+        CHECK(msg.find("at step 1 of request 0") != std::string::npos);
+        CHECK(lm.live_handles() == 0);
+        CHECK_THROWS_AS((void)itscale::generate(lm, reqs, o, poison_processor{v, whole}, {}), itscale::search_error);
+      }
+  // Built-in processors overflow too: a repetition penalty of 1e-38 divides every positive logit of
+  // a token already seen (here: all of them, in the prompt) by it, +inf above ~3.4.
+  static const tokens all{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  const std::vector<itscale::request> seen{{.prompt = all}};
+  const itscale::sampling_options rep{.stop = {.max_new_tokens = 4}, .repetition_penalty = 1e-38f};
+  CHECK(what_of([&] { (void)itscale::generate(lm, seen, rep); }).find("+inf") != std::string::npos);
+  // And temperature, a warper: logits / 1e-38 is +inf for any logit above ~3.4.
+  const itscale::sampling_options hot{.stop = {.max_new_tokens = 4}, .do_sample = true, .temperature = 1e-38f};
+  CHECK(what_of([&] { (void)itscale::generate(lm, reqs, hot); }).find("temperature made logit") != std::string::npos);
+  CHECK(lm.live_handles() == 0);
+}

@@ -107,12 +107,7 @@ template <class Arch>
   }
 }
 
-/// Lanes where `x > t` or either is NaN (`!(x <= t)`), in one compare. The block tests that
-/// first combine several batches with a lane-wise max must use this instead of `>`: x86's max
-/// returns its second operand when either is NaN, so one NaN lane hides the other batches' values
-/// in that lane, and `max > t` would skip a block holding a finite entry above `t`. With this test
-/// a NaN only sends its block to the per-batch path, which excludes the NaN itself (`NaN > t` is
-/// false); the hot loop pays nothing more than it did.
+/// Lanes where `x > t` or either is NaN (`!(x <= t)`), in one compare.
 template <class Arch>
 [[nodiscard]] inline fmask<Arch> gt_or_unordered(fbatch<Arch> x, fbatch<Arch> t) noexcept {
 #if XSIMD_WITH_AVX512F
@@ -133,6 +128,20 @@ template <class Arch>
   {
     return !(x <= t);
   }
+}
+
+/// The block test of the filters: false only if no lane of `v0..v3` is `> t`, so the block can be
+/// skipped; true sends it to the per-batch path (which decides exactly, and never selects a NaN).
+/// Two pairwise maxes, each compared: x86's max returns its second operand when either is NaN, so
+/// a NaN in one batch replaces the other batch's value in that lane. Folding all four batches into
+/// one max (the earlier test) let a NaN hide a finite entry above `t` in another batch: max(v0, v1)
+/// is NaN, and then max(NaN, max(v2, v3)) drops it. Here each pair's max is either the larger
+/// non-NaN value or NaN, and NaN counts as "may pass" (`gt_or_unordered`); that holds as well for
+/// maxes that propagate NaN or ignore it (other arches). Cost: one compare more than one max.
+template <class Arch>
+[[nodiscard]] inline bool block_may_pass(fbatch<Arch> v0, fbatch<Arch> v1, fbatch<Arch> v2, fbatch<Arch> v3,
+                                         fbatch<Arch> t) noexcept {
+  return xsimd::any(gt_or_unordered<Arch>(xsimd::max(v0, v1), t) | gt_or_unordered<Arch>(xsimd::max(v2, v3), t));
 }
 
 #if XSIMD_WITH_AVX2

@@ -10,6 +10,8 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <limits>
 #include <span>
 #include <vector>
@@ -117,6 +119,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       check(!g.tokens.empty() && g.tokens.size() <= o.stop.max_new_tokens, "between 1 and max_new_tokens tokens");
       for (token_id t : g.tokens) check(t >= 0 && static_cast<std::size_t>(t) < vocab, "generated token inside the vocabulary");
       for (float lp : g.logprobs) check(!std::isnan(lp) && lp <= 1e-4f, "processed log-prob is no NaN and <= 0");
+      if (std::getenv("ITSCALE_FUZZ_DEBUG") != nullptr) {
+        std::fprintf(stderr, "vocab %zu sample %d tokens:", vocab, o.do_sample ? 1 : 0);
+        for (std::size_t j = 0; j < g.tokens.size(); ++j)
+          std::fprintf(stderr, " %d (lp %g, model %g)", g.tokens[j], j < g.logprobs.size() ? static_cast<double>(g.logprobs[j]) : 0.0,
+                       j < g.model_logprobs.size() ? static_cast<double>(g.model_logprobs[j]) : 0.0);
+        std::fprintf(stderr, "\nsource row:");
+        for (float x : base) std::fprintf(stderr, " %g", static_cast<double>(x));
+        std::fprintf(stderr, "\n");
+      }
       for (float lp : g.model_logprobs) check(!std::isnan(lp) && lp <= 1e-4f, "model log-prob is no NaN and <= 0");
     }
     check(src.live_handles() == 0, "no handle left live");

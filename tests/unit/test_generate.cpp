@@ -353,3 +353,35 @@ TEST_CASE("a processor leaving NaN or +inf in a row is a search_error, not a gar
   CHECK(what_of([&] { (void)itscale::generate(lm, reqs, hot); }).find("temperature made logit") != std::string::npos);
   CHECK(lm.live_handles() == 0);
 }
+
+// Finding f (tests/fuzz/README.md, itscale_fuzz_sampling): with output_model_logprobs, a token the
+// source masked but a processor unmasked got raw - logsumexp(raw) as its model log-prob: NaN when
+// the source masked its whole row (-inf - -inf). It is -inf: the model gives it no mass.
+namespace {
+struct unmask_processor {
+  void apply(std::span<float> row, const itscale::step_context&) const { row[3] = 1.0f; }
+};
+}  // namespace
+
+TEST_CASE("model log-prob of a token the source masked is -inf, never NaN") {
+  for (bool whole_row : {true, false}) {
+    CAPTURE(whole_row);
+    auto src = itscale::from_function(8, [whole_row](std::span<const token_id>, std::span<float> row) {
+      for (std::size_t i = 0; i < row.size(); ++i) row[i] = whole_row || i == 3 ? -INFINITY : static_cast<float>(i);
+    });
+    static const tokens prompt{1};
+    const std::vector<itscale::request> reqs{{.prompt = prompt}};
+    for (bool sample : {false, true}) {
+      const itscale::sampling_options o{.stop = {.max_new_tokens = 2}, .do_sample = sample, .output_model_logprobs = true};
+      const auto r = itscale::generate(src, reqs, o, unmask_processor{}, {});
+      REQUIRE(r.sequences.size() == 1);
+      const auto& g = r.sequences[0];
+      REQUIRE(g.model_logprobs.size() == g.tokens.size());
+      for (std::size_t j = 0; j < g.tokens.size(); ++j) {
+        CHECK_FALSE(std::isnan(g.model_logprobs[j]));
+        if (g.tokens[j] == 3) CHECK(g.model_logprobs[j] == -INFINITY);
+      }
+      for (float lp : g.logprobs) CHECK(std::isfinite(lp));
+    }
+  }
+}

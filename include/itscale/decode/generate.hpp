@@ -194,8 +194,14 @@ class decoder {
         s.out.score = s.out.logprob_sum;
       }
     }
-    if (opts_.output_model_logprobs)
-      s.out.model_logprobs.push_back(raw_needed ? raw_[pick] - kernels::logsumexp(std::span<const float>(raw_)) : lp);
+    if (opts_.output_model_logprobs) {
+      // A token the source masked (a processor unmasked it) is impossible under the model: -inf,
+      // not -inf - logsumexp, which is NaN when the source masked its whole row.
+      const float model_lp = !raw_needed                ? lp
+                             : raw_[pick] == masked_logit ? masked_logit
+                                                          : raw_[pick] - kernels::logsumexp(std::span<const float>(raw_));
+      s.out.model_logprobs.push_back(model_lp);
+    }
     s.out.tokens.push_back(t);
     return lp;
   }

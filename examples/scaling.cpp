@@ -38,6 +38,7 @@
 
 #include "arith/arith_task.hpp"
 #include "arith/methods.hpp"
+#include "arith/problems_file.hpp"
 #include "arith/report.hpp"
 #include "cli.hpp"
 
@@ -88,35 +89,14 @@ std::string method_names() {
 
 // ---- Problems ----
 
+// The reader lives in arith/problems_file.hpp (shared with its tests and the fuzz target); a bad
+// file is a usage error here (exit code 2).
 std::vector<arith::problem> read_problems(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) throw usage_error("--problems: cannot open '" + path + "'");
-  std::vector<arith::problem> out;
-  std::string line;
-  for (std::size_t n = 1; std::getline(f, line); ++n) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::string at = path + ":" + std::to_string(n) + ": ";
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
-      throw usage_error(at + "not valid JSON (" + e.what() + ")");
-    }
-    if (!j.is_object() || !j.contains("prompt") || !j["prompt"].is_string() || !j.contains("answer") ||
-        !j["answer"].is_number_integer())
-      throw usage_error(at + "expected {\"prompt\": \"37+45-18+9=\", \"answer\": 73}");
-    const auto prompt = j["prompt"].get<std::string>();
-    const auto p = arith::problem::parse(prompt);
-    if (!p || p->ops.empty())
-      throw usage_error(at + "prompt '" + prompt + "' is not a chain 'x+y-z...=' of decimal numbers");
-    const auto answer = j["answer"].get<long>();
-    if (answer != p->answer())
-      throw usage_error(at + "answer " + std::to_string(answer) + " is not the value of '" + prompt + "' (" +
-                        std::to_string(p->answer()) + ")");
-    out.push_back(*p);
+  try {
+    return arith::read_problems(path);
+  } catch (const arith::problems_file_error& e) {
+    throw usage_error(std::string("--problems: ") + e.what());
   }
-  if (out.empty()) throw usage_error("--problems: '" + path + "' holds no problems");
-  return out;
 }
 
 std::string ops_text(const std::vector<std::size_t>& ops) {

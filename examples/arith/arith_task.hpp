@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <span>
 #include <string>
@@ -62,7 +63,9 @@ struct problem {
     return s + "#" + std::to_string(x);
   }
 
-  /// Parses a prompt "x op y ... =" (digits, '+', '-', a final '='); nullopt if malformed.
+  /// Parses a prompt "x op y ... =" (digits, '+', '-', a final '='); nullopt if malformed, or if
+  /// a running total leaves the range of int (`totals()` and `answer()` compute in int: an
+  /// overflow there would be undefined behaviour on outside input).
   [[nodiscard]] static std::optional<problem> parse(std::string_view text) {
     if (text.empty() || text.back() != '=') return std::nullopt;
     text.remove_suffix(1);
@@ -76,10 +79,13 @@ struct problem {
       return i > start;
     };
     if (!number(p.first)) return std::nullopt;
+    long long total = p.first;  // operands < 10^9: one step cannot overflow a long long
     while (i < text.size()) {
       const char op = text[i++];
       int y = 0;
       if ((op != '+' && op != '-') || !number(y)) return std::nullopt;
+      total = op == '+' ? total + y : total - y;
+      if (total > std::numeric_limits<int>::max() || total < std::numeric_limits<int>::min()) return std::nullopt;
       p.ops.emplace_back(op, y);
     }
     return p;

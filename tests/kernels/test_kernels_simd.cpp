@@ -391,6 +391,68 @@ TEST_CASE("top_k_rows and beam_select: the best m of K rows without materialisin
   }
 }
 
+// Finding b (tests/fuzz/README.md): the filters test a block of four batches at once on their
+// lane-wise max, and x86's max returns its second operand when either is NaN, so a NaN in one
+// batch hid the entries of the same lane in the other batches of the block (and a first fix that
+// only compared that max as "greater or unordered" still lost them: max(NaN, finite) drops the
+// NaN). The one entry that matters sits at w; NaN at one other index w + d of the same lane for
+// 4, 8 and 16 lanes (d a multiple of 4), or at every such index; every position w.
+TEST_CASE("NaN lanes: top_k_rows, beam_select and mask_below_collect lose no entry sharing a lane with a NaN") {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (std::size_t n : {std::size_t{16}, std::size_t{64}, std::size_t{67}, std::size_t{200}}) {
+    for (std::size_t w = 0; w < n; ++w) {
+      for (std::size_t d : {std::size_t{0}, std::size_t{4}, std::size_t{8}, std::size_t{12}, std::size_t{16},
+                            std::size_t{32}, std::size_t{48}}) {
+        CAPTURE(n);
+        CAPTURE(w);
+        CAPTURE(d);
+        // d = 0: NaN at every index of w's residue mod 4 but w; else at w + d only (if in range).
+        const auto place_nans = [&](std::vector<float>& r) {
+          if (d == 0) {
+            for (std::size_t i = w % 4; i < n; i += 4)
+              if (i != w) r[i] = nan;
+          } else if (w + d < n) {
+            r[w + d] = nan;
+          }
+        };
+        // top_k_rows / beam_select: the winner 5 among -1s; every candidate is finite but the NaNs.
+        std::vector<float> row(n, -1.0f);
+        place_nans(row);
+        row[w] = 5.0f;
+        const std::vector<std::span<const float>> rows{std::span<const float>(row), std::span<const float>(row)};
+        const std::vector<float> sub{0.0f, 0.5f}, add{0.0f, -2.0f};
+        std::vector<kn::row_candidate> out(3), want(3);
+        const std::size_t want_n = itscale::kernels::reference::top_k_rows(rows, sub, add, want);
+        REQUIRE(kn::top_k_rows(rows, sub, add, out) == want_n);
+        for (std::size_t j = 0; j < want_n; ++j) {
+          CHECK(out[j].score == want[j].score);
+          CHECK(out[j].row == want[j].row);
+          CHECK(out[j].token == want[j].token);
+        }
+        // beam_select is top_k_rows with sub = the row's logsumexp (whatever a NaN makes of it).
+        const float lse = kn::logsumexp(row);
+        const std::vector<float> lses{lse, lse};
+        const std::size_t want_beam = itscale::kernels::reference::top_k_rows(rows, lses, add, want);
+        REQUIRE(kn::beam_select(rows, add, out) == want_beam);
+        for (std::size_t j = 0; j < want_beam; ++j) {
+          CHECK(out[j].score == want[j].score);
+          CHECK(out[j].token == want[j].token);
+        }
+        // mask_below_collect: everything else masked, the kept entry must be listed; NaN is not
+        // `> -inf`, so it is never listed (and, not being `< threshold`, stays in the row).
+        std::vector<float> masked(n, -inf);
+        place_nans(masked);
+        masked[w] = 5.0f;
+        auto ref_masked = masked;
+        std::vector<token_id> got(n), want_ids(n);
+        REQUIRE(itscale::kernels::reference::mask_below_collect(ref_masked, 0.0f, want_ids) == 1);
+        REQUIRE(kn::mask_below_collect(masked, 0.0f, got) == 1);
+        CHECK(got[0] == static_cast<token_id>(w));
+      }
+    }
+  }
+}
+
 TEST_CASE("sample_inverse_cdf lands in the float64 CDF interval of u") {
   for (shape s : finite_shapes)
     for (std::size_t n : lengths) {

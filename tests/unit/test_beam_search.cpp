@@ -463,6 +463,13 @@ TEST_CASE("beam search: bad options and input each throw a message naming the pr
   throws_option({.patience = NAN}, "patience");
   throws_option({.num_beams = 4, .num_return_sequences = 4, .patience = 0.5}, "patience");
   throws_option({.early_stopping = static_cast<itscale::early_stopping_mode>(7)}, "early_stopping");
+  // Findings c and d (tests/fuzz/README.md): a huge patience overflowed the conversion of
+  // round(num_beams * patience) to size_t (or asked for that many hypotheses); a huge
+  // length_penalty made L^length_penalty overflow float, so every finished score was ±0 or ±inf.
+  throws_option({.patience = 1e300}, "round(num_beams * patience) must be <= 1048576");
+  throws_option({.num_beams = 2, .patience = 524288.5}, "round(num_beams * patience) must be <= 1048576");
+  throws_option({.length_penalty = 1e6}, "|length_penalty| * ln(max_new_tokens) must be <= 80");
+  throws_option({.length_penalty = -30.0, .stop = {.max_new_tokens = 20}}, "|length_penalty| * ln(max_new_tokens)");
 
   const tokens empty;
   CHECK_THROWS_AS((void)itscale::beam_search(src, std::span<const token_id>(empty), {}), itscale::invalid_input);
@@ -519,4 +526,19 @@ TEST_CASE("beam search: early_stopping never with a positive length penalty sear
     better += never.hypotheses(0).front().score > heuristic.hypotheses(0).front().score;
   }
   CHECK(better > 0);
+}
+
+TEST_CASE("patience and length_penalty at their caps are accepted (findings c and d)") {
+  itscale::hash_lm lm(10, 4);
+  const tokens prompt{1, 2};
+  const std::span<const token_id> p(prompt);
+  // 2 * 524288 = 2^20 finished hypotheses is the cap itself: valid (validation only; not run).
+  CHECK_NOTHROW(itscale::beam_options{.num_beams = 2, .patience = 524288.0}.validate());
+  CHECK(itscale::beam_options{.num_beams = 2, .patience = 1e300}.finished_capacity() ==
+        itscale::max_finished_hypotheses + 1);
+  // ln(1) = 0: with one new token any finite length_penalty is fine.
+  CHECK_NOTHROW((void)itscale::beam_search(lm, p, {.length_penalty = 1e6, .stop = {.max_new_tokens = 1}}));
+  // 26 * ln 20 = 77.9 <= 80: runs, and every returned score is finite.
+  const auto r = itscale::beam_search(lm, p, {.length_penalty = 26.0, .stop = {.max_new_tokens = 20}});
+  for (const auto& h : r.sequences) CHECK(std::isfinite(h.score));
 }

@@ -307,3 +307,81 @@ TEST_CASE("a row with every token masked is a search_error, not a crash") {
   CHECK_THROWS_AS((void)itscale::generate(lm, std::span<const token_id>(prompt), o), itscale::search_error);
 }
 
+
+// Finding a (tests/fuzz/README.md): generate checked the source's rows but not the processed ones,
+// so a processor that turned a row into NaN or +inf made argmax / sampling return an arbitrary
+// token. A processed row with NaN or +inf is now a search_error naming the stage and the step.
+namespace {
+struct poison_processor {
+  float value;
+  bool whole_row;
+  void apply(std::span<float> row, const itscale::step_context& ctx) const {
+    if (ctx.generated() < 1) return;  // the second step is poisoned
+    if (whole_row)
+      std::fill(row.begin(), row.end(), value);
+    else
+      row[row.size() / 2] = value;
+  }
+};
+}  // namespace
+
+TEST_CASE("a processor leaving NaN or +inf in a row is a search_error, not a garbage token") {
+  itscale::hash_lm lm(16, 3);
+  static const tokens prompt{1, 2};
+  const std::vector<itscale::request> reqs{{.prompt = prompt}};
+  for (bool sample : {false, true})
+    for (float v : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()})
+      for (bool whole : {true, false}) {
+        CAPTURE(sample);
+        CAPTURE(v);
+        CAPTURE(whole);
+        const itscale::sampling_options o{.stop = {.max_new_tokens = 4}, .do_sample = sample, .seed = 3};
+        const auto msg = what_of([&] { (void)itscale::generate(lm, reqs, o, poison_processor{v, whole}, {}); });
+        CHECK(msg.find("a logits processor made logit") != std::string::npos);
+        CHECK(msg.find("at step 1 of request 0") != std::string::npos);
+        CHECK(lm.live_handles() == 0);
+        CHECK_THROWS_AS((void)itscale::generate(lm, reqs, o, poison_processor{v, whole}, {}), itscale::search_error);
+      }
+  // Built-in processors overflow too: a repetition penalty of 1e-38 divides every positive logit of
+  // a token already seen (here: all of them, in the prompt) by it, +inf above ~3.4.
+  static const tokens all{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  const std::vector<itscale::request> seen{{.prompt = all}};
+  const itscale::sampling_options rep{.stop = {.max_new_tokens = 4}, .repetition_penalty = 1e-38f};
+  CHECK(what_of([&] { (void)itscale::generate(lm, seen, rep); }).find("+inf") != std::string::npos);
+  // And temperature, a warper: logits / 1e-38 is +inf for any logit above ~3.4.
+  const itscale::sampling_options hot{.stop = {.max_new_tokens = 4}, .do_sample = true, .temperature = 1e-38f};
+  CHECK(what_of([&] { (void)itscale::generate(lm, reqs, hot); }).find("temperature made logit") != std::string::npos);
+  CHECK(lm.live_handles() == 0);
+}
+
+// Finding f (tests/fuzz/README.md, itscale_fuzz_sampling): with output_model_logprobs, a token the
+// source masked but a processor unmasked got raw - logsumexp(raw) as its model log-prob: NaN when
+// the source masked its whole row (-inf - -inf). It is -inf: the model gives it no mass.
+namespace {
+struct unmask_processor {
+  void apply(std::span<float> row, const itscale::step_context&) const { row[3] = 1.0f; }
+};
+}  // namespace
+
+TEST_CASE("model log-prob of a token the source masked is -inf, never NaN") {
+  for (bool whole_row : {true, false}) {
+    CAPTURE(whole_row);
+    auto src = itscale::from_function(8, [whole_row](std::span<const token_id>, std::span<float> row) {
+      for (std::size_t i = 0; i < row.size(); ++i) row[i] = whole_row || i == 3 ? -INFINITY : static_cast<float>(i);
+    });
+    static const tokens prompt{1};
+    const std::vector<itscale::request> reqs{{.prompt = prompt}};
+    for (bool sample : {false, true}) {
+      const itscale::sampling_options o{.stop = {.max_new_tokens = 2}, .do_sample = sample, .output_model_logprobs = true};
+      const auto r = itscale::generate(src, reqs, o, unmask_processor{}, {});
+      REQUIRE(r.sequences.size() == 1);
+      const auto& g = r.sequences[0];
+      REQUIRE(g.model_logprobs.size() == g.tokens.size());
+      for (std::size_t j = 0; j < g.tokens.size(); ++j) {
+        CHECK_FALSE(std::isnan(g.model_logprobs[j]));
+        if (g.tokens[j] == 3) CHECK(g.model_logprobs[j] == -INFINITY);
+      }
+      for (float lp : g.logprobs) CHECK(std::isfinite(lp));
+    }
+  }
+}

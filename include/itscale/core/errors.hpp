@@ -40,7 +40,8 @@ class format_error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-/// Decoding cannot continue: the processors masked every token of a row.
+/// Decoding cannot continue: the processors masked every token of a row, or left NaN or +inf in
+/// it (a caller's processor writing NaN, a penalty or temperature overflowing a large logit).
 class search_error : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;

@@ -118,7 +118,7 @@ struct generation {
   std::size_t sample = 0;             ///< sample index (`first_sample` + j), or rank among a search's results
   std::vector<token_id> tokens;       ///< generated tokens (prompt excluded)
   std::vector<float> logprobs;        ///< each token's log-prob under the processed distribution (empty if not asked)
-  std::vector<float> model_logprobs;  ///< each token's log-prob under the source's raw logits (empty if not asked)
+  std::vector<float> model_logprobs;  ///< each token's log-prob under the source's raw logits (empty if not asked; -inf for a token the source masked)
   double logprob_sum = 0;             ///< sum of the processed log-probs
   double score = 0;                   ///< what the method ranks by (`logprob_sum` unless the method says otherwise)
   stop_reason stop = stop_reason::max_new_tokens;

@@ -73,6 +73,7 @@ class decoder {
     constexpr bool plain = std::is_same_v<P, logits_processor_archetype>;
     reads_tokens_ = chain_.reads_tokens() || !plain;
     changes_values_ = chain_.changes_values() || !plain;
+    processors_change_values_ = chain_.processors_change_values() || !plain;
   }
 
   void run(std::span<const decode_start<handle>> starts, const stopwatch& clock) {
@@ -152,15 +153,19 @@ class decoder {
       user_.apply(row, ctx, s.state);
     else
       user_.apply(row, ctx);
+    // The source's row was checked; a processor can still write NaN or overflow to +inf, and
+    // argmax / sampling would then return an arbitrary token (skipped when nothing can change values).
+    if (processors_change_values_) detail::check_processed_row(row, {}, "a logits processor", where(s, step));
     // After a top-k the warpers list the few tokens left: draw and normalise over those only.
     const live_set live = chain_.apply_warpers(row, ctx);
+    if (opts_.do_sample && chain_.warpers_scale_values())
+      detail::check_processed_row(row, live, "temperature", where(s, step));
     const double u = opts_.do_sample ? s.rng.uniform(static_cast<std::uint32_t>(step)) : 0.0;
     const std::size_t pick = !opts_.do_sample ? kernels::argmax(row)
                              : live.known    ? kernels::sample_inverse_cdf(row, live.ids, u)
                                              : kernels::sample_inverse_cdf(row, u);
     if (pick == kernels::npos || row[pick] == masked_logit)
-      throw search_error("itscale: every token is masked at step " + std::to_string(step) + " of request " +
-                         std::to_string(s.out.request) + ", sample " + std::to_string(s.out.sample));
+      throw search_error("itscale: every token is masked " + where(s, step));
     const auto t = static_cast<token_id>(pick);
     const float lp = record(s, t, row, live, raw_needed);
     if (reads_tokens_) s.context.push_back(t);
@@ -169,6 +174,12 @@ class decoder {
     const bool done = finished(s);
     s.keep = done && run_.keep_handles;
     if (!done || s.keep) queue(i, t);
+  }
+
+  // "at step 2 of request 0, sample 1", for error messages.
+  static std::string where(const sequence& s, std::size_t step) {
+    return "at step " + std::to_string(step) + " of request " + std::to_string(s.out.request) + ", sample " +
+           std::to_string(s.out.sample);
   }
 
   // Appends `t` and, when asked, its log-probs; returns the processed log-prob (0 if not computed).
@@ -183,8 +194,14 @@ class decoder {
         s.out.score = s.out.logprob_sum;
       }
     }
-    if (opts_.output_model_logprobs)
-      s.out.model_logprobs.push_back(raw_needed ? raw_[pick] - kernels::logsumexp(std::span<const float>(raw_)) : lp);
+    if (opts_.output_model_logprobs) {
+      // A token the source masked (a processor unmasked it) is impossible under the model: -inf,
+      // not -inf - logsumexp, which is NaN when the source masked its whole row.
+      const float model_lp = !raw_needed                ? lp
+                             : raw_[pick] == masked_logit ? masked_logit
+                                                          : raw_[pick] - kernels::logsumexp(std::span<const float>(raw_));
+      s.out.model_logprobs.push_back(model_lp);
+    }
     s.out.tokens.push_back(t);
     return lp;
   }
@@ -259,7 +276,7 @@ class decoder {
   decode_result<S>& out_;
   sampling_chain chain_;
   std::size_t vocab_;
-  bool reads_tokens_ = false, changes_values_ = false;
+  bool reads_tokens_ = false, changes_values_ = false, processors_change_values_ = false;
   std::span<const decode_start<handle>> starts_;
   workspace ws_;
   std::vector<sequence> seqs_;

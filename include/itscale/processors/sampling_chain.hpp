@@ -6,11 +6,17 @@
 /// (temperature, top_h, top_k, top_p, min_p, typical_p, epsilon_cutoff, eta_cutoff).
 /// Processors whose option is at its "off" value are not built, so they cost nothing.
 
+#include <cmath>
+#include <cstddef>
+#include <limits>
 #include <optional>
 #include <span>
+#include <string>
 
 #include "itscale/core/abi.hpp"
+#include "itscale/core/errors.hpp"
 #include "itscale/kernels/dispatch.hpp"
+#include "itscale/kernels/reduce.hpp"
 #include "itscale/processors/epsilon_eta.hpp"
 #include "itscale/processors/live_set.hpp"
 #include "itscale/processors/min_p.hpp"
@@ -66,6 +72,16 @@ class sampling_chain {
     return bias_ || repetition_ || presence_frequency_ || ngram_ || bad_words_ || min_new_ || allowed_ ||
            temperature_ || top_h_ || top_k_ || top_p_ || min_p_ || typical_ || epsilon_ || eta_;
   }
+
+  /// True when a logits processor (not a warper) can change a row's values: a processed row must
+  /// then be checked for NaN and +inf before anything ranks it (`check_processed_row`).
+  [[nodiscard]] bool processors_change_values() const noexcept {
+    return bias_ || repetition_ || presence_frequency_ || ngram_ || bad_words_ || min_new_ || allowed_;
+  }
+
+  /// True when a warper scales values rather than only masking them (temperature: logits / t can
+  /// overflow to +inf for a tiny t), so the warped row must be checked too.
+  [[nodiscard]] bool warpers_scale_values() const noexcept { return temperature_.has_value(); }
 
   /// The logits processors (HF's `LogitsProcessor`s).
   void apply_processors(std::span<float> row, const step_context& ctx) const {
@@ -136,5 +152,33 @@ class sampling_chain {
 };
 
 static_assert(LogitsProcessor<sampling_chain>);
+
+namespace detail {
+
+/// Throws `search_error` if a processed row (or, when `live.known`, its listed tokens) holds NaN
+/// or +inf. The source's rows are checked at the API boundary (`backend_error`), but a processor
+/// can still make one: a caller's processor writing NaN, a repetition penalty or temperature that
+/// overflows a large logit to +inf. Argmax and sampling assume neither, and would return an
+/// arbitrary token instead of an error. `where` names the step for the message.
+inline void check_processed_row(std::span<const float> row, live_set live, const char* stage, const std::string& where) {
+  std::size_t bad = kernels::npos;
+  if (live.known) {
+    for (token_id t : live.ids) {
+      const float x = row[static_cast<std::size_t>(t)];
+      if (!(x < std::numeric_limits<float>::infinity())) {  // NaN or +inf
+        bad = static_cast<std::size_t>(t);
+        break;
+      }
+    }
+  } else {
+    bad = kernels::find_invalid(row);
+  }
+  if (bad != kernels::npos)
+    throw search_error("itscale: " + std::string(stage) + " made logit " + std::to_string(bad) + " " +
+                       (std::isnan(row[bad]) ? "NaN" : "+inf") + " " + where +
+                       " (a processed row must hold no NaN or +inf)");
+}
+
+}  // namespace detail
 
 ITSCALE_END_NAMESPACE

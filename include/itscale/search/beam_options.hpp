@@ -33,6 +33,16 @@ enum class early_stopping_mode : std::uint8_t {
   never,
 };
 
+/// The most finished hypotheses a prompt may keep (round(num_beams * patience)): each is a stored
+/// sequence, and an unbounded count let a huge `patience` overflow the conversion to size_t or ask
+/// for an absurd allocation.
+inline constexpr std::size_t max_finished_hypotheses = std::size_t{1} << 20;
+
+/// Bound on |length_penalty| * ln(max_new_tokens): the length normaliser L^length_penalty stays
+/// within e^80 ~ 5.5e34 (and above its inverse), finite in float, so scores never become ±inf, 0/0
+/// or NaN through it.
+inline constexpr double max_length_penalty_exponent = 80.0;
+
 struct beam_options {
   /// K >= 1 running beams per prompt. K = 1 is beam search with one beam (an EOS candidate
   /// finishes while the best non-EOS one runs on), not greedy decoding as HF switches to.
@@ -50,8 +60,11 @@ struct beam_options {
   bool record_trace = false;                 ///< keep every step's candidates in the result (research use)
 
   /// How many finished hypotheses a prompt keeps: round(num_beams * patience), at least 1.
+  /// Beyond `max_finished_hypotheses` (which `validate()` rejects) it reads
+  /// `max_finished_hypotheses + 1`, never an out-of-range conversion.
   [[nodiscard]] std::size_t finished_capacity() const noexcept {
     const double f = std::round(static_cast<double>(num_beams) * patience);
+    if (!(f <= static_cast<double>(max_finished_hypotheses))) return max_finished_hypotheses + 1;  // also NaN
     return f < 1 ? 1 : static_cast<std::size_t>(f);
   }
 
@@ -74,6 +87,14 @@ struct beam_options {
       fail("repetition_penalty must be finite and > 0, got " + detail::num(repetition_penalty));
     if (!(patience > 0) || !std::isfinite(patience))
       fail("patience must be finite and > 0, got " + detail::num(patience));
+    if (finished_capacity() > max_finished_hypotheses)
+      fail("round(num_beams * patience) must be <= " + std::to_string(max_finished_hypotheses) +
+           " finished hypotheses, got num_beams " + std::to_string(num_beams) + " * patience " + detail::num(patience));
+    // ln of max_new_tokens >= 1 (stop.validate); lengths run from 1 to it.
+    if (std::fabs(length_penalty) * std::log(static_cast<double>(stop.max_new_tokens)) > max_length_penalty_exponent)
+      fail("|length_penalty| * ln(max_new_tokens) must be <= " + detail::num(max_length_penalty_exponent) +
+           " (max_new_tokens^length_penalty must stay finite in float), got length_penalty " +
+           detail::num(length_penalty) + " with max_new_tokens " + std::to_string(stop.max_new_tokens));
     if (num_return_sequences > finished_capacity())
       fail("num_return_sequences (" + std::to_string(num_return_sequences) +
            ") must be <= round(num_beams * patience) (" + std::to_string(finished_capacity()) + ")");

@@ -69,6 +69,8 @@ struct diverse_beam_options {
   /// Finished hypotheses each group keeps: round(G * patience), at least 1.
   [[nodiscard]] std::size_t group_finished_capacity() const noexcept {
     const double f = std::round(static_cast<double>(group_size()) * beam.patience);
+    // As beam_options::finished_capacity: past the cap (rejected by validate) never an out-of-range cast.
+    if (!(f <= static_cast<double>(max_finished_hypotheses))) return max_finished_hypotheses + 1;
     return f < 1 ? 1 : static_cast<std::size_t>(f);
   }
 

@@ -107,6 +107,43 @@ template <class Arch>
   }
 }
 
+/// Lanes where `x > t` or either is NaN (`!(x <= t)`), in one compare.
+template <class Arch>
+[[nodiscard]] inline fmask<Arch> gt_or_unordered(fbatch<Arch> x, fbatch<Arch> t) noexcept {
+#if XSIMD_WITH_AVX512F
+  if constexpr (is_a<Arch, xsimd::avx512f>) {
+    return fmask<Arch>(_mm512_cmp_ps_mask(static_cast<__m512>(x), static_cast<__m512>(t), _CMP_NLE_UQ));
+  } else
+#endif
+#if XSIMD_WITH_AVX
+  if constexpr (is_a<Arch, xsimd::avx>) {
+    return fmask<Arch>(_mm256_cmp_ps(static_cast<__m256>(x), static_cast<__m256>(t), _CMP_NLE_UQ));
+  } else
+#endif
+#if XSIMD_WITH_SSE2
+  if constexpr (is_a<Arch, xsimd::sse2>) {
+    return fmask<Arch>(_mm_cmpnle_ps(static_cast<__m128>(x), static_cast<__m128>(t)));
+  } else
+#endif
+  {
+    return !(x <= t);
+  }
+}
+
+/// The block test of the filters: false only if no lane of `v0..v3` is `> t`, so the block can be
+/// skipped; true sends it to the per-batch path (which decides exactly, and never selects a NaN).
+/// Two pairwise maxes, each compared: x86's max returns its second operand when either is NaN, so
+/// a NaN in one batch replaces the other batch's value in that lane. Folding all four batches into
+/// one max (the earlier test) let a NaN hide a finite entry above `t` in another batch: max(v0, v1)
+/// is NaN, and then max(NaN, max(v2, v3)) drops it. Here each pair's max is either the larger
+/// non-NaN value or NaN, and NaN counts as "may pass" (`gt_or_unordered`); that holds as well for
+/// maxes that propagate NaN or ignore it (other arches). Cost: one compare more than one max.
+template <class Arch>
+[[nodiscard]] inline bool block_may_pass(fbatch<Arch> v0, fbatch<Arch> v1, fbatch<Arch> v2, fbatch<Arch> v3,
+                                         fbatch<Arch> t) noexcept {
+  return xsimd::any(gt_or_unordered<Arch>(xsimd::max(v0, v1), t) | gt_or_unordered<Arch>(xsimd::max(v2, v3), t));
+}
+
 #if XSIMD_WITH_AVX2
 /// For each 8-bit lane mask, the lanes to gather (selected lanes first), one byte per lane.
 inline constexpr auto avx2_compress_table = [] {

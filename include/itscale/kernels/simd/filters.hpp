@@ -92,7 +92,8 @@ std::size_t mask_below_collect(std::span<float> row, float threshold, std::span<
   // rarely built and the loop runs at the speed of its loads and stores.
   for (; i + 4 * L <= n; i += 4 * L) {
     const B y0 = cut(i), y1 = cut(i + L), y2 = cut(i + 2 * L), y3 = cut(i + 3 * L);
-    if (!xsimd::any(xsimd::max(xsimd::max(y0, y1), xsimd::max(y2, y3)) > ninf)) continue;
+    // A NaN left in one batch must not hide kept entries of the others: see block_may_pass (arch.hpp).
+    if (!detail::block_may_pass<Arch>(y0, y1, y2, y3, ninf)) continue;
     out = detail::append_lanes<Arch>(detail::movemask<Arch>(y0 > ninf), i, out);
     out = detail::append_lanes<Arch>(detail::movemask<Arch>(y1 > ninf), i + L, out);
     out = detail::append_lanes<Arch>(detail::movemask<Arch>(y2 > ninf), i + 2 * L, out);

@@ -139,7 +139,8 @@ struct topk_filter {
     for (; i + 4 * L <= count; i += 4 * L) {
       const B v0 = score(B::load_unaligned(p + i)), v1 = score(B::load_unaligned(p + i + L));
       const B v2 = score(B::load_unaligned(p + i + 2 * L)), v3 = score(B::load_unaligned(p + i + 3 * L));
-      if (!xsimd::any(xsimd::max(xsimd::max(v0, v1), xsimd::max(v2, v3)) > tb)) continue;
+      // A NaN lane must not hide the other batches' entries: see block_may_pass (arch.hpp).
+      if (!block_may_pass<Arch>(v0, v1, v2, v3, tb)) continue;
       const B vs[4] = {v0, v1, v2, v3};
       for (std::size_t j = 0; j < 4; ++j) {
         const auto m = vs[j] > tb;

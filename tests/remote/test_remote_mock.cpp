@@ -241,7 +241,9 @@ TEST_CASE("[source] unusable answers are errors and create no handle; a batch's 
                                              {3, "a token is given as text, not as an id"},
                                              {4, "log-prob 0.5"},
                                              {5, "HTTP 500: out of memory"}};
-  for (const auto& [m, needle] : bad) {
+  for (const auto& b : bad) {
+    const char* needle = b.second;  // not a structured binding: clang 14 cannot capture those
+    const int m = b.first;
     CAPTURE(needle);
     mode = m;
     CHECK(what_of([&] { src.extend(std::span(parents).first(2), std::span<const token_id>(toks).first(2), std::span(kids).first(2)); })

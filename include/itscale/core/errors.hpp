@@ -47,6 +47,23 @@ class search_error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// A remote call failed (`backends/remote/`): the server answered an error, or could not be
+/// reached. `status()` is the HTTP status (0 when there was no answer).
+class remote_error : public backend_error {
+ public:
+  remote_error(const std::string& what, long status) : backend_error(what), status_(status) {}
+  [[nodiscard]] long status() const noexcept { return status_; }
+
+ private:
+  long status_;
+};
+
+/// The caller's `stop_token` cancelled a remote call; its requests were aborted.
+class request_cancelled : public backend_error {
+ public:
+  using backend_error::backend_error;
+};
+
 ITSCALE_END_UNTAGGED_NAMESPACE
 
 ITSCALE_BEGIN_NAMESPACE

@@ -34,27 +34,6 @@
 #include "itscale/core/compute.hpp"
 #include "itscale/core/errors.hpp"
 
-ITSCALE_BEGIN_UNTAGGED_NAMESPACE
-
-/// A remote call failed: the server answered an error, or could not be reached. `status()` is the
-/// HTTP status (0 when there was no answer).
-class remote_error : public backend_error {
- public:
-  remote_error(const std::string& what, long status) : backend_error(what), status_(status) {}
-  [[nodiscard]] long status() const noexcept { return status_; }
-
- private:
-  long status_;
-};
-
-/// The caller's `stop_token` cancelled a remote call; its requests were aborted.
-class request_cancelled : public backend_error {
- public:
-  using backend_error::backend_error;
-};
-
-ITSCALE_END_UNTAGGED_NAMESPACE
-
 ITSCALE_BEGIN_NAMESPACE
 
 /// Where a remote backend connects and how it behaves on the wire.

@@ -91,21 +91,44 @@ void check_softmax(const std::vector<float>& row) {  // no NaN or +inf, some ent
   }
 }
 
-void check_top_k(const std::vector<float>& row, FuzzedDataProvider& in) {  // no NaN
+// The top-k contract checked exactly in O(n + k): k in-range indices in strictly decreasing rank
+// (value, then the lower index: reference::ranks_above), each value its entry, and exactly k - 1
+// entries of the row ranking above the last one. Under that strict total order the k best are
+// unique and so is their order, so this holds exactly when the output equals reference::top_k.
+// Long rows use it alone: the reference's heap of k ~ 40000 under coverage instrumentation took
+// 60 % of the target's time once the fuzzer favoured long rows.
+void check_top_k_contract(const std::vector<float>& row, std::span<const token_id> idx, std::span<const float> val) {
+  const std::size_t n = row.size(), k = idx.size();
+  for (std::size_t j = 0; j < k; ++j) {
+    check(idx[j] >= 0 && static_cast<std::size_t>(idx[j]) < n, "top_k index inside the row");
+    check(fuzz::same(val[j], row[static_cast<std::size_t>(idx[j])]), "top_k value is its entry");
+    if (j > 0) check(ref::ranks_above(row, idx[j - 1], idx[j]), "top_k sorted by rank (ties to the lower index), distinct");
+  }
+  std::size_t above_last = 0;
+  for (std::size_t i = 0; i < n; ++i) above_last += ref::ranks_above(row, static_cast<token_id>(i), idx[k - 1]) ? 1 : 0;
+  check(above_last == k - 1, "top_k: exactly k - 1 entries rank above the last one kept");
+}
+
+void check_top_k(const std::vector<float>& row, FuzzedDataProvider& in, bool long_row) {  // no NaN
   const std::size_t n = row.size();
   const std::size_t k = in.ConsumeIntegralInRange<std::size_t>(1, n);
-  std::vector<token_id> idx(k), want_idx(k);
-  std::vector<float> val(k), want_val(k);
-  ref::top_k(row, want_idx, want_val);
+  std::vector<token_id> idx(k);
+  std::vector<float> val(k);
   if (in.ConsumeBool()) {
     std::vector<std::uint64_t> scratch(2 * k + 64);
     kn::top_k(row, idx, val, scratch);
   } else {
     kn::top_k(row, idx, val);
   }
-  check(idx == want_idx, "top_k indices == reference (sorted, ties to the lower index)");
-  for (std::size_t j = 0; j < k; ++j) check(fuzz::same(val[j], want_val[j]), "top_k values == reference");
-  check(kn::kth_largest(row, k) == want_val[k - 1] || (want_val[k - 1] == -inf), "kth_largest == k-th top_k value");
+  check_top_k_contract(row, idx, val);
+  if (!long_row) {
+    std::vector<token_id> want_idx(k);
+    std::vector<float> want_val(k);
+    ref::top_k(row, want_idx, want_val);
+    check(idx == want_idx, "top_k indices == reference (sorted, ties to the lower index)");
+    for (std::size_t j = 0; j < k; ++j) check(fuzz::same(val[j], want_val[j]), "top_k values == reference");
+  }
+  check(kn::kth_largest(row, k) == val[k - 1] || (val[k - 1] == -inf), "kth_largest == k-th top_k value");
 }
 
 // Splits `raw` into rows and checks top_k_rows and beam_select against the reference.
@@ -265,7 +288,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     // head start) and 32768 (the sampled threshold for large k): top-k only, so it stays cheap.
     const std::size_t n = in.ConsumeIntegralInRange<std::size_t>(8193, 40000);
     const std::vector<float> raw = fuzz::any_row(in, n);
-    check_top_k(cleaned(raw, -1.0f, false), in);
+    check_top_k(cleaned(raw, -1.0f, false), in, true);
     return 0;
   }
   const std::size_t n = in.ConsumeIntegralInRange<std::size_t>(1, max_row);
@@ -278,7 +301,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::vector<float> finite_top = cleaned(raw, nan_to, true);  // no NaN, no +inf
 
   check_reductions(raw, no_nan);
-  check_top_k(no_nan, in);
+  check_top_k(no_nan, in, false);
   check_select(raw, in);
   check_filters(raw, no_nan, in);
   if (any_unmasked(finite_top)) {

@@ -110,6 +110,26 @@ struct compute_budget {
 
 namespace detail {
 
+/// What was spent between two snapshots of one meter: `after - before` for the counters and
+/// times; the peak is `after`'s.
+[[nodiscard]] inline compute_stats stats_since(const compute_stats& after, const compute_stats& before) noexcept {
+  compute_stats d;
+  d.prefill_calls = after.prefill_calls - before.prefill_calls;
+  d.prefill_tokens = after.prefill_tokens - before.prefill_tokens;
+  d.extend_calls = after.extend_calls - before.extend_calls;
+  d.extend_rows = after.extend_rows - before.extend_rows;
+  d.span_calls = after.span_calls - before.span_calls;
+  d.span_tokens = after.span_tokens - before.span_tokens;
+  d.reprefills = after.reprefills - before.reprefills;
+  d.peak_live_handles = after.peak_live_handles;
+  d.verifier_calls = after.verifier_calls - before.verifier_calls;
+  d.verified_sequences = after.verified_sequences - before.verified_sequences;
+  d.source_seconds = after.source_seconds - before.source_seconds;
+  d.verifier_seconds = after.verifier_seconds - before.verifier_seconds;
+  d.wall_seconds = after.wall_seconds - before.wall_seconds;
+  return d;
+}
+
 /// Seconds since construction (steady clock).
 class stopwatch {
  public:

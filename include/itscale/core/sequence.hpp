@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "itscale/core/abi.hpp"
+#include "itscale/core/detail/validate_tokens.hpp"
 #include "itscale/core/errors.hpp"
 #include "itscale/core/types.hpp"
 
@@ -155,6 +156,22 @@ inline void check_streams(std::span<const std::uint32_t> streams, std::span<cons
   for (std::size_t i = 0; i < first_samples.size(); ++i)
     if (std::uint64_t{first_samples[i]} + samples > 0x100000000ull)
       throw invalid_input("itscale: request " + std::to_string(i) + ": first_sample + samples exceeds 2^32");
+}
+
+
+/// Throws `invalid_input` for a call `who` over `requests` with `samples` samples each that cannot
+/// run: no request, an empty prompt, a prompt token outside [0, vocab), two requests sharing a
+/// stream, a sample range past 2^32.
+inline void check_requests(std::span<const request> requests, std::size_t vocab, std::size_t samples, const char* who) {
+  if (requests.empty()) throw invalid_input(std::string("itscale: ") + who + " needs at least one request");
+  std::vector<std::uint32_t> streams, firsts;
+  for (std::size_t r = 0; r < requests.size(); ++r) {
+    if (requests[r].prompt.empty()) throw invalid_input("itscale: request " + std::to_string(r) + " has an empty prompt");
+    check_tokens(requests[r].prompt, vocab, "prompt");
+    streams.push_back(requests[r].stream);
+    firsts.push_back(requests[r].first_sample);
+  }
+  check_streams(streams, firsts, samples);
 }
 
 }  // namespace detail

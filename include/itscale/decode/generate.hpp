@@ -322,16 +322,7 @@ template <LogitSource S, AnyLogitsProcessor P>
 [[nodiscard]] decode_result<S> generate(S& source, std::span<const request> requests, const sampling_options& opts,
                                         const P& user, const run_options& run = {}) {
   const std::size_t vocab = source.vocab_size();
-  if (requests.empty()) throw invalid_input("itscale: generate needs at least one request");
-  std::vector<std::uint32_t> streams, firsts;
-  for (std::size_t r = 0; r < requests.size(); ++r) {
-    if (requests[r].prompt.empty())
-      throw invalid_input("itscale: request " + std::to_string(r) + " has an empty prompt");
-    detail::check_tokens(requests[r].prompt, vocab, "prompt");
-    streams.push_back(requests[r].stream);
-    firsts.push_back(requests[r].first_sample);
-  }
-  detail::check_streams(streams, firsts, opts.num_return_sequences);
+  detail::check_requests(requests, vocab, opts.num_return_sequences, "generate");
   return detail::run_decode(source, opts, user, run, [&](auto& src, auto& guard, auto& starts, auto& rows) {
     rows.resize(requests.size() * vocab);  // spans into it stay valid: no reallocation after this
     for (std::size_t r = 0; r < requests.size(); ++r) {

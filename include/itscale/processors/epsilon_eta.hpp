@@ -35,17 +35,21 @@ inline live_set mask_below_probability(std::span<float> row, std::span<token_id>
   }
   return masked_any ? prune_live(row, alive) : live_set{alive, true};
 }
+
+/// `epsilon` if it is in (0, 1) and `min_keep >= 1`; else `invalid_option` naming `option`.
+inline float checked_cutoff(const char* option, float epsilon, std::size_t min_keep) {
+  if (!(epsilon > 0 && epsilon < 1))
+    throw invalid_option(std::string("itscale: ") + option + " must be in (0, 1), got " + num(epsilon));
+  if (min_keep == 0) throw invalid_option("itscale: min_tokens_to_keep must be >= 1, got 0");
+  return epsilon;
+}
 }  // namespace detail
 
 class epsilon_filter {
  public:
   /// Throws `invalid_option` unless 0 < epsilon < 1 and min_tokens_to_keep >= 1.
   explicit epsilon_filter(float epsilon, std::size_t min_tokens_to_keep = 1)
-      : eps_(epsilon), min_keep_(min_tokens_to_keep) {
-    if (!(epsilon > 0 && epsilon < 1))
-      throw invalid_option("itscale: epsilon_cutoff must be in (0, 1), got " + detail::num(epsilon));
-    if (min_tokens_to_keep == 0) throw invalid_option("itscale: min_tokens_to_keep must be >= 1, got 0");
-  }
+      : eps_(detail::checked_cutoff("epsilon_cutoff", epsilon, min_tokens_to_keep)), min_keep_(min_tokens_to_keep) {}
 
   void apply(std::span<float> row, const step_context& ctx) const noexcept { (void)apply(row, ctx, live_set{}); }
 
@@ -68,11 +72,7 @@ class eta_filter {
  public:
   /// Throws `invalid_option` unless 0 < epsilon < 1 and min_tokens_to_keep >= 1.
   explicit eta_filter(float epsilon, std::size_t min_tokens_to_keep = 1)
-      : eps_(epsilon), min_keep_(min_tokens_to_keep) {
-    if (!(epsilon > 0 && epsilon < 1))
-      throw invalid_option("itscale: eta_cutoff must be in (0, 1), got " + detail::num(epsilon));
-    if (min_tokens_to_keep == 0) throw invalid_option("itscale: min_tokens_to_keep must be >= 1, got 0");
-  }
+      : eps_(detail::checked_cutoff("eta_cutoff", epsilon, min_tokens_to_keep)), min_keep_(min_tokens_to_keep) {}
 
   void apply(std::span<float> row, const step_context& ctx) const noexcept { (void)apply(row, ctx, live_set{}); }
 

@@ -169,18 +169,7 @@ template <LogitSource S, AnswerExtractor E>
   opts.validate();
   const std::size_t vocab = source.vocab_size();
   opts.sampling.validate(vocab);
-  if (requests.empty()) throw invalid_input("itscale: adaptive_consistency needs at least one request");
-  {
-    std::vector<std::uint32_t> streams, firsts;
-    for (std::size_t r = 0; r < requests.size(); ++r) {
-      if (requests[r].prompt.empty())
-        throw invalid_input("itscale: request " + std::to_string(r) + " has an empty prompt");
-      detail::check_tokens(requests[r].prompt, vocab, "prompt");
-      streams.push_back(requests[r].stream);
-      firsts.push_back(requests[r].first_sample);
-    }
-    detail::check_streams(streams, firsts, opts.max_samples);
-  }
+  detail::check_requests(requests, vocab, opts.max_samples, "adaptive_consistency");
 
   consistency_result<A> out;
   out.prompts.resize(requests.size());

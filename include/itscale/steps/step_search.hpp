@@ -95,25 +95,6 @@ inline void check_stop_at_score(double v, const char* owner) {
   if (v != v) throw invalid_option(std::string("itscale: ") + owner + ".stop_at_score must not be NaN");
 }
 
-/// `after - before` for the counters; the peak is `after`'s.
-[[nodiscard]] inline compute_stats stats_since(const compute_stats& after, const compute_stats& before) noexcept {
-  compute_stats d;
-  d.prefill_calls = after.prefill_calls - before.prefill_calls;
-  d.prefill_tokens = after.prefill_tokens - before.prefill_tokens;
-  d.extend_calls = after.extend_calls - before.extend_calls;
-  d.extend_rows = after.extend_rows - before.extend_rows;
-  d.span_calls = after.span_calls - before.span_calls;
-  d.span_tokens = after.span_tokens - before.span_tokens;
-  d.reprefills = after.reprefills - before.reprefills;
-  d.peak_live_handles = after.peak_live_handles;
-  d.verifier_calls = after.verifier_calls - before.verifier_calls;
-  d.verified_sequences = after.verified_sequences - before.verified_sequences;
-  d.source_seconds = after.source_seconds - before.source_seconds;
-  d.verifier_seconds = after.verifier_seconds - before.verifier_seconds;
-  d.wall_seconds = after.wall_seconds - before.wall_seconds;
-  return d;
-}
-
 /// The state of one search run: proposer, verifier, prompt, clock, spending, node ids.
 template <StepProposer P, Verifier V>
 class step_search_run {

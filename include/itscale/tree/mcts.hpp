@@ -1052,19 +1052,10 @@ class mcts {
   // What this search has spent: the proposer's work since it started, plus the verifier's.
   [[nodiscard]] compute_stats spent() const {
     const compute_stats& now = p_.stats();
-    compute_stats s;
-    s.prefill_calls = now.prefill_calls - base_.prefill_calls;
-    s.prefill_tokens = now.prefill_tokens - base_.prefill_tokens;
-    s.extend_calls = now.extend_calls - base_.extend_calls;
-    s.extend_rows = now.extend_rows - base_.extend_rows;
-    s.span_calls = now.span_calls - base_.span_calls;
-    s.span_tokens = now.span_tokens - base_.span_tokens;
-    s.reprefills = now.reprefills - base_.reprefills;
-    s.peak_live_handles = now.peak_live_handles;
-    s.source_seconds = now.source_seconds - base_.source_seconds;
-    s.verifier_calls = run_.verifier_calls + (now.verifier_calls - base_.verifier_calls);
-    s.verified_sequences = run_.verified_sequences + (now.verified_sequences - base_.verified_sequences);
-    s.verifier_seconds = run_.verifier_seconds + (now.verifier_seconds - base_.verifier_seconds);
+    compute_stats s = detail::stats_since(now, base_);
+    s.verifier_calls += run_.verifier_calls;
+    s.verified_sequences += run_.verified_sequences;
+    s.verifier_seconds += run_.verifier_seconds;
     return s;
   }
 

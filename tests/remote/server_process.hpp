@@ -1,4 +1,4 @@
-// A llama-server child process for the remote-backend tests (C++20, POSIX, libc only).
+// A llama-server child process for the remote-backend tests (C++20, POSIX; libcurl polls /health).
 //
 //   remote_test::llama_server srv(exe, "tests/data/models/arith-1750.gguf",
 //                                 {"--parallel", "4", "-c", "512", "--threads", "1"});
@@ -20,6 +20,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -30,6 +31,7 @@
 #include <utility>
 #include <vector>
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/prctl.h>
@@ -38,9 +40,53 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "http_client.hpp"
+#include <curl/curl.h>
 
 namespace remote_test {
+
+namespace detail {
+
+class fd_guard {
+ public:
+  explicit fd_guard(int fd) noexcept : fd_(fd) {}
+  fd_guard(const fd_guard&) = delete;
+  fd_guard& operator=(const fd_guard&) = delete;
+  ~fd_guard() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int get() const noexcept { return fd_; }
+
+ private:
+  int fd_;
+};
+
+inline sockaddr_in loopback(int port) noexcept {
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return addr;
+}
+
+// The HTTP status of GET http://127.0.0.1:port/health, 0 when nothing answered within `timeout`
+// (refused, closed, timed out). No proxy: the server is local whatever the environment says.
+inline long health_status(int port, std::chrono::milliseconds timeout) {
+  CURL* c = curl_easy_init();
+  if (c == nullptr) return 0;
+  const std::string url = "http://127.0.0.1:" + std::to_string(port) + "/health";
+  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(c, CURLOPT_PROXY, "");
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
+  using sink = std::size_t (*)(char*, std::size_t, std::size_t, void*);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, static_cast<sink>([](char*, std::size_t size, std::size_t n, void*) { return size * n; }));
+  long status = 0;
+  if (curl_easy_perform(c) == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+  curl_easy_cleanup(c);
+  return status;
+}
+
+}  // namespace detail
 
 // A port on 127.0.0.1 that was free a moment ago (bound to port 0, then released).
 inline int find_free_port() {
@@ -227,9 +273,9 @@ class llama_server {
     const auto deadline = std::chrono::steady_clock::now() + opts_.startup_timeout;
     while (std::chrono::steady_clock::now() < deadline) {
       if (!running()) return 1;
-      const http_reply r = http_request(port_, "GET", "/health", {}, std::chrono::milliseconds(2000));
-      if (r.status == 200) return running() ? 0 : 1;
-      std::this_thread::sleep_for(std::chrono::milliseconds(r.status == 0 ? 25 : 50));
+      const long status = detail::health_status(port_, std::chrono::milliseconds(2000));
+      if (status == 200) return running() ? 0 : 1;
+      std::this_thread::sleep_for(std::chrono::milliseconds(status == 0 ? 25 : 50));
     }
     return 2;
   }
